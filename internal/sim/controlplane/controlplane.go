@@ -1,0 +1,297 @@
+// Package controlplane runs the real Kubernetes control plane as local
+// processes on 127.0.0.1: etcd, kube-apiserver (token auth, RBAC and Node
+// authorization on), kube-controller-manager with its default controllers,
+// and kube-scheduler with its default profile.
+//
+// Each component authenticates as itself, as on a real cluster: the
+// controller manager as system:kube-controller-manager with one service
+// account per controller, the scheduler as system:kube-scheduler. Timers
+// that differ between the eks and fast timing profiles are passed as the
+// components' own flags; see package timing.
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/huddle-io/huddle/internal/sim/binaries"
+	"github.com/huddle-io/huddle/internal/sim/timing"
+)
+
+// Config says what to run and where.
+type Config struct {
+	Binaries binaries.Set
+	// Dir holds certificates, kubeconfigs, etcd data and component logs.
+	Dir    string
+	Timing timing.Profile
+	// Progress receives one line per boot step (nil: discard).
+	Progress io.Writer
+}
+
+// ControlPlane is a running control plane.
+type ControlPlane struct {
+	// Kubeconfig is the path of an admin kubeconfig for users and tests.
+	Kubeconfig string
+	// Admin is the admin identity (system:masters); Simulator is the
+	// identity the simulated kubelets and cloud controllers use.
+	Admin, Simulator *rest.Config
+	// Dir is Config.Dir; component logs are Dir/<component>.log.
+	Dir   string
+	URL   string
+	procs []*process
+}
+
+// Start boots the control plane and returns when every component is
+// healthy and the controller manager has created the default service
+// account. On error, everything started is stopped.
+func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
+	progress := cfg.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	pki, err := newPKI(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("generate certificates: %w", err)
+	}
+	ports, err := freePorts(5)
+	if err != nil {
+		return nil, err
+	}
+	etcdPort, peerPort, apiPort, kcmPort, schedPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+	url := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	cp = &ControlPlane{Dir: cfg.Dir, URL: url, Kubeconfig: filepath.Join(cfg.Dir, "kubeconfig")}
+	defer func() {
+		if err != nil {
+			cp.Stop()
+			cp = nil
+		}
+	}()
+
+	write := func(name, user, tok string) (string, error) {
+		path := filepath.Join(cfg.Dir, name)
+		return path, writeKubeconfig(path, url, pki.caPEM, user, tok)
+	}
+	if _, err := write("kubeconfig", adminUser, pki.AdminToken); err != nil {
+		return nil, err
+	}
+	kcmKubeconfig, err := write("kube-controller-manager.kubeconfig", "system:kube-controller-manager", pki.ControllerManagerTok)
+	if err != nil {
+		return nil, err
+	}
+	schedKubeconfig, err := write("kube-scheduler.kubeconfig", "system:kube-scheduler", pki.SchedulerToken)
+	if err != nil {
+		return nil, err
+	}
+	cp.Admin = restConfig(url, pki.caPEM, pki.AdminToken)
+	cp.Simulator = restConfig(url, pki.caPEM, pki.SimToken)
+
+	t := cfg.Timing
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
+	fmt.Fprintln(progress, "Starting etcd")
+	etcd, err := startProcess("etcd", cp.logPath("etcd"), nil, cfg.Binaries.Etcd,
+		"--name=huddle-sim",
+		"--data-dir="+filepath.Join(cfg.Dir, "etcd"),
+		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=huddle-sim="+peerURL,
+		"--unsafe-no-fsync", // a throwaway cluster: speed over durability
+		"--quota-backend-bytes=8589934592",
+		"--log-level=warn",
+	)
+	if err != nil {
+		return nil, err
+	}
+	cp.procs = append(cp.procs, etcd)
+
+	tol := strconv.Itoa(int(t.NotReadyToleration.Seconds()))
+	fmt.Fprintln(progress, "Starting kube-apiserver")
+	apiserver, err := startProcess("kube-apiserver", cp.logPath("kube-apiserver"), nil, cfg.Binaries.APIServer,
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(apiPort),
+		"--tls-cert-file="+pki.ServingCert, "--tls-private-key-file="+pki.ServKey,
+		"--client-ca-file="+pki.CACert,
+		"--token-auth-file="+pki.TokenFile,
+		"--authorization-mode=Node,RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+pki.SAPub,
+		"--service-account-signing-key-file="+pki.SAKey,
+		"--service-cluster-ip-range=10.96.0.0/16",
+		// The kubernetes Service cannot point at a loopback address.
+		"--endpoint-reconciler-type=none",
+		"--default-not-ready-toleration-seconds="+tol,
+		"--default-unreachable-toleration-seconds="+tol,
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--cert-dir="+filepath.Join(cfg.Dir, "apiserver-certs"),
+	)
+	if err != nil {
+		return nil, err
+	}
+	cp.procs = append(cp.procs, apiserver)
+
+	// The controller manager and scheduler retry until the API server
+	// answers, so all three boot in parallel.
+	fmt.Fprintln(progress, "Starting kube-controller-manager and kube-scheduler")
+	kcm, err := startProcess("kube-controller-manager", cp.logPath("kube-controller-manager"),
+		[]string{"HUDDLE_SIM_MAX_WAIT_FOR_UNMOUNT=" + t.MaxWaitForUnmount.String()},
+		cfg.Binaries.ControllerManager,
+		"--kubeconfig="+kcmKubeconfig,
+		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(kcmPort),
+		"--leader-elect=false",
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file="+pki.SAKey,
+		"--root-ca-file="+pki.CACert,
+		"--cluster-signing-cert-file="+pki.CACert, "--cluster-signing-key-file="+pki.CAKey,
+		"--controllers=*",
+		"--node-monitor-period="+t.NodeMonitorPeriod.String(),
+		"--node-monitor-grace-period="+t.NodeMonitorGracePeriod.String(),
+		"--node-startup-grace-period="+t.NodeStartupGracePeriod.String(),
+		"--kube-api-qps=100", "--kube-api-burst=200",
+		"--profiling=false",
+	)
+	if err != nil {
+		return nil, err
+	}
+	cp.procs = append(cp.procs, kcm)
+	schedConfig := filepath.Join(cfg.Dir, "kube-scheduler.yaml")
+	if err := os.WriteFile(schedConfig, []byte(fmt.Sprintf(`apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: %s
+  qps: 100
+  burst: 200
+leaderElection:
+  leaderElect: false
+podInitialBackoffSeconds: 1
+podMaxBackoffSeconds: %d
+`, schedKubeconfig, max(1, int(t.SchedulerMaxBackoff.Seconds())))), 0o600); err != nil {
+		return nil, err
+	}
+	sched, err := startProcess("kube-scheduler", cp.logPath("kube-scheduler"), nil, cfg.Binaries.Scheduler,
+		"--config="+schedConfig,
+		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(schedPort),
+		"--profiling=false",
+	)
+	if err != nil {
+		return nil, err
+	}
+	cp.procs = append(cp.procs, sched)
+
+	if err := cp.waitReady(ctx, progress, kcmPort, schedPort); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+func (cp *ControlPlane) waitReady(ctx context.Context, progress io.Writer, kcmPort, schedPort int) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	client, err := kubernetes.NewForConfig(cp.Admin)
+	if err != nil {
+		return err
+	}
+	insecure := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // components' self-signed healthz
+	}}
+	healthy := func(url string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			resp, err := insecure.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", url, resp.Status)
+			}
+			return nil
+		}
+	}
+	steps := []struct {
+		what  string
+		check func(context.Context) error
+	}{
+		{"kube-apiserver ready", func(ctx context.Context) error {
+			_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			return err
+		}},
+		{"kube-controller-manager healthy", healthy(fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort))},
+		{"kube-scheduler healthy", healthy(fmt.Sprintf("https://127.0.0.1:%d/healthz", schedPort))},
+		// The service account controller runs: pods can be admitted.
+		{"default service account created", func(ctx context.Context) error {
+			_, err := client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return fmt.Errorf("service account default/default not created yet by kube-controller-manager")
+			}
+			return err
+		}},
+	}
+	for _, s := range steps {
+		if err := poll(ctx, 100*time.Millisecond, cp.procs, s.check); err != nil {
+			return fmt.Errorf("waiting for %s: %w (logs in %s)", s.what, err, cp.Dir)
+		}
+		fmt.Fprintf(progress, "  %s\n", s.what)
+	}
+	return nil
+}
+
+// Check returns an error naming the first component that has exited.
+func (cp *ControlPlane) Check() error {
+	for _, p := range cp.procs {
+		if err := p.running(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop stops every component, the scheduler and controllers first and
+// etcd last.
+func (cp *ControlPlane) Stop() {
+	for i := len(cp.procs) - 1; i >= 0; i-- {
+		cp.procs[i].stop(5 * time.Second)
+	}
+	cp.procs = nil
+}
+
+func (cp *ControlPlane) logPath(component string) string {
+	return filepath.Join(cp.Dir, component+".log")
+}
+
+func restConfig(url string, ca []byte, token string) *rest.Config {
+	return &rest.Config{
+		Host:            url,
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: ca},
+		QPS:             200,
+		Burst:           400,
+	}
+}
+
+func writeKubeconfig(path, url string, ca []byte, user, token string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["huddle-sim"] = &clientcmdapi.Cluster{Server: url, CertificateAuthorityData: ca}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["huddle-sim"] = &clientcmdapi.Context{Cluster: "huddle-sim", AuthInfo: user}
+	cfg.CurrentContext = "huddle-sim"
+	return clientcmd.WriteToFile(*cfg, path)
+}
