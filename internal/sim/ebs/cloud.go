@@ -50,7 +50,7 @@ func NewCloud(attachDelay, detachDelay time.Duration) *Cloud {
 
 // CreateVolume creates an available volume in zone.
 func (c *Cloud) CreateVolume(zone string, sizeGiB int64) Volume {
-	b := make([]byte, 8)
+	b := make([]byte, 9)
 	_, _ = rand.Read(b)
 	v := &Volume{ID: "vol-" + hex.EncodeToString(b)[:17], Zone: zone, SizeGiB: sizeGiB, State: Available}
 	c.mu.Lock()

@@ -1,0 +1,230 @@
+// Package cluster assembles a simulated EKS cluster: the real control plane
+// (package controlplane), simulated kubelets (package kubelet), the
+// simulated EBS CSI controller (package ebs) and the cloud's shutdown
+// taint (package cloud), plus what an EKS cluster with the EBS CSI driver
+// add-on has from the start: the ebs.csi.aws.com CSIDriver and the default
+// StorageClass gp3.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
+
+	"github.com/huddle-io/huddle/internal/sim/binaries"
+	"github.com/huddle-io/huddle/internal/sim/cloud"
+	"github.com/huddle-io/huddle/internal/sim/controlplane"
+	"github.com/huddle-io/huddle/internal/sim/ebs"
+	"github.com/huddle-io/huddle/internal/sim/kubelet"
+	"github.com/huddle-io/huddle/internal/sim/timing"
+)
+
+// DefaultStorageClass is the name of the default StorageClass.
+const DefaultStorageClass = "gp3"
+
+// Options configure a simulated cluster.
+type Options struct {
+	Timing timing.Profile
+	Nodes  []kubelet.NodeSpec
+	// CacheDir holds the built control-plane binaries
+	// (binaries.DefaultCacheDir() if empty).
+	CacheDir string
+	// Progress receives boot progress lines (nil: discard).
+	Progress io.Writer
+}
+
+// Cluster is a running simulated cluster.
+type Cluster struct {
+	// Kubeconfig is the path of an admin kubeconfig.
+	Kubeconfig string
+	// Dir holds the kubeconfig, certificates and component logs.
+	Dir string
+	// Admin is the admin REST config; Client a clientset for it.
+	Admin    *rest.Config
+	Client   kubernetes.Interface
+	Kubelets *kubelet.Pool
+	Cloud    *ebs.Cloud
+	Binaries binaries.Set
+	Timing   timing.Profile
+	// BootTime is how long Start took once binaries were available.
+	BootTime time.Duration
+
+	cp     *controlplane.ControlPlane
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Start builds the control plane if needed, boots it and registers nodes.
+func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+	progress := opts.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	cacheDir := opts.CacheDir
+	if cacheDir == "" {
+		cacheDir = binaries.DefaultCacheDir()
+	}
+	set, err := binaries.Ensure(ctx, cacheDir, progress)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	dir, err := os.MkdirTemp("", "huddle-sim-")
+	if err != nil {
+		return nil, err
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Config{Binaries: set, Dir: dir, Timing: opts.Timing, Progress: progress})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	c = &Cluster{
+		Kubeconfig: cp.Kubeconfig, Dir: dir, Admin: cp.Admin, Binaries: set, Timing: opts.Timing,
+		cp: cp, cancel: cancel,
+	}
+	defer func() {
+		if err != nil {
+			c.Stop()
+			c = nil
+		}
+	}()
+	if c.Client, err = kubernetes.NewForConfig(cp.Admin); err != nil {
+		return nil, err
+	}
+	simClient, err := kubernetes.NewForConfig(cp.Simulator)
+	if err != nil {
+		return nil, err
+	}
+	if err := bootstrap(ctx, c.Client); err != nil {
+		return nil, fmt.Errorf("create the EBS CSIDriver and StorageClass: %w", err)
+	}
+
+	broadcaster := record.NewBroadcaster(record.WithContext(runCtx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: simClient.CoreV1().Events("")})
+	factory := informers.NewSharedInformerFactory(simClient, 0)
+	c.Cloud = ebs.NewCloud(opts.Timing.AttachDelay, opts.Timing.DetachDelay)
+	c.Kubelets = kubelet.New(simClient, factory, opts.Timing, broadcaster)
+	attacher := ebs.NewAttacher(simClient, c.Cloud, factory)
+	provisioner := ebs.NewProvisioner(simClient, c.Cloud, factory,
+		broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ebs.csi.aws.com_ebs-csi-controller"}))
+	tainter := cloud.NewShutdownTainter(simClient, factory, opts.Timing.NodeMonitorPeriod)
+	factory.Start(runCtx.Done())
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return nil, fmt.Errorf("informer for %v did not sync", typ)
+		}
+	}
+	c.goRun(func() { c.Kubelets.Run(runCtx, 8) })
+	c.goRun(func() { attacher.Run(runCtx, 8) })
+	c.goRun(func() { provisioner.Run(runCtx, 2) })
+	c.goRun(func() { tainter.Run(runCtx) })
+	c.goRun(func() { <-runCtx.Done(); broadcaster.Shutdown() })
+
+	fmt.Fprintf(progress, "Registering %d simulated nodes\n", len(opts.Nodes))
+	for _, n := range opts.Nodes {
+		if err := c.Kubelets.AddNode(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.waitNodesSchedulable(ctx); err != nil {
+		return nil, err
+	}
+	c.BootTime = time.Since(start)
+	return c, nil
+}
+
+func (c *Cluster) goRun(f func()) {
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); f() }()
+}
+
+// waitNodesSchedulable waits until the node lifecycle controller has
+// removed the not-ready taint every new node starts with.
+func (c *Cluster) waitNodesSchedulable(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		pending := 0
+		for _, n := range nodes.Items {
+			for _, t := range n.Spec.Taints {
+				if t.Key == corev1.TaintNodeNotReady {
+					pending++
+				}
+			}
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d nodes still carry the %s taint: %w (see %s/kube-controller-manager.log)", pending, corev1.TaintNodeNotReady, ctx.Err(), c.Dir)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Check returns an error if a control-plane component has exited.
+func (c *Cluster) Check() error { return c.cp.Check() }
+
+// Stop stops the simulation and every process, and removes Dir.
+func (c *Cluster) Stop() {
+	c.once.Do(func() {
+		c.cancel()
+		c.wg.Wait()
+		c.cp.Stop()
+		os.RemoveAll(c.Dir)
+	})
+}
+
+// bootstrap creates what the EKS EBS CSI add-on installs: the CSIDriver
+// (attach required) and the default gp3 StorageClass.
+func bootstrap(ctx context.Context, client kubernetes.Interface) error {
+	driver := &storagev1.CSIDriver{
+		ObjectMeta: metav1.ObjectMeta{Name: ebs.DriverName},
+		Spec: storagev1.CSIDriverSpec{
+			AttachRequired:       ptr.To(true),
+			PodInfoOnMount:       ptr.To(false),
+			FSGroupPolicy:        ptr.To(storagev1.ReadWriteOnceWithFSTypeFSGroupPolicy),
+			VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent},
+		},
+	}
+	if _, err := client.StorageV1().CSIDrivers().Create(ctx, driver, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	class := &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        DefaultStorageClass,
+			Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"},
+		},
+		Provisioner:          ebs.DriverName,
+		Parameters:           map[string]string{"type": "gp3", "csi.storage.k8s.io/fstype": "ext4"},
+		ReclaimPolicy:        ptr.To(corev1.PersistentVolumeReclaimDelete),
+		VolumeBindingMode:    ptr.To(storagev1.VolumeBindingWaitForFirstConsumer),
+		AllowVolumeExpansion: ptr.To(true),
+	}
+	if _, err := client.StorageV1().StorageClasses().Create(ctx, class, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}

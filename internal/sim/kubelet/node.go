@@ -1,0 +1,312 @@
+package kubelet
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+)
+
+// Annotations a user sets on a simulated node.
+const (
+	// AnnotationPower set to "off" powers the node off; "on" (or removing
+	// it) powers it back on.
+	AnnotationPower = "sim.huddle.io/power"
+	// AnnotationShutdown set to "true" shuts the instance down: powered off,
+	// and the cloud reports it stopped.
+	AnnotationShutdown = "sim.huddle.io/shutdown"
+	// LabelSimulated marks nodes played by huddle-sim.
+	LabelSimulated = "sim.huddle.io/simulated"
+	// EBSDriver is the CSI driver listed on every node's CSINode.
+	EBSDriver = "ebs.csi.aws.com"
+	// KubeletVersion is reported in node status.
+	KubeletVersion = "v1.36.3"
+)
+
+// NodeSpec describes a node to register. Zero fields get EKS-like defaults
+// (m5.xlarge: 4 CPU, 16Gi, 58 pods, 25 EBS attachments).
+type NodeSpec struct {
+	Name         string
+	Zone         string
+	Region       string
+	InstanceType string
+	CPU          resource.Quantity
+	Memory       resource.Quantity
+	Pods         int64
+	AttachLimit  int32
+	Labels       map[string]string
+	Annotations  map[string]string
+	Taints       []corev1.Taint
+}
+
+func (s *NodeSpec) defaults() {
+	if s.Zone == "" {
+		s.Zone = "us-east-1a"
+	}
+	if s.Region == "" {
+		s.Region = s.Zone[:len(s.Zone)-1]
+	}
+	if s.InstanceType == "" {
+		s.InstanceType = "m5.xlarge"
+	}
+	if s.CPU.IsZero() {
+		s.CPU = resource.MustParse("4")
+	}
+	if s.Memory.IsZero() {
+		s.Memory = resource.MustParse("16Gi")
+	}
+	if s.Pods == 0 {
+		s.Pods = 58
+	}
+	if s.AttachLimit == 0 {
+		s.AttachLimit = 25
+	}
+}
+
+// InstanceID is the simulated EC2 instance id of a node, stable per name.
+func InstanceID(nodeName string) string {
+	h := sha256.Sum256([]byte(nodeName))
+	return "i-0" + hex.EncodeToString(h[:])[:16]
+}
+
+// nodeObject is the Node a kubelet registers for spec.
+func nodeObject(s NodeSpec, now metav1.Time, ip string) *corev1.Node {
+	labels := map[string]string{
+		corev1.LabelHostname:            s.Name,
+		corev1.LabelOSStable:            "linux",
+		corev1.LabelArchStable:          "amd64",
+		corev1.LabelTopologyZone:        s.Zone,
+		corev1.LabelTopologyRegion:      s.Region,
+		corev1.LabelInstanceTypeStable:  s.InstanceType,
+		"topology.ebs.csi.aws.com/zone": s.Zone,
+		LabelSimulated:                  "true",
+	}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	annotations := map[string]string{
+		"volumes.kubernetes.io/controller-managed-attach-detach": "true",
+		"node.alpha.kubernetes.io/ttl":                           "0",
+	}
+	for k, v := range s.Annotations {
+		annotations[k] = v
+	}
+	alloc := corev1.ResourceList{
+		corev1.ResourceCPU:              s.CPU,
+		corev1.ResourceMemory:           s.Memory,
+		corev1.ResourcePods:             *resource.NewQuantity(s.Pods, resource.DecimalSI),
+		corev1.ResourceEphemeralStorage: resource.MustParse("80Gi"),
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Labels: labels, Annotations: annotations},
+		Spec: corev1.NodeSpec{
+			ProviderID: fmt.Sprintf("aws:///%s/%s", s.Zone, InstanceID(s.Name)),
+			Taints:     s.Taints,
+		},
+		Status: corev1.NodeStatus{
+			Capacity:    alloc,
+			Allocatable: alloc,
+			Phase:       corev1.NodeRunning,
+			Conditions:  conditions(now),
+			Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: ip},
+				{Type: corev1.NodeHostName, Address: s.Name},
+			},
+			DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
+			NodeInfo: corev1.NodeSystemInfo{
+				MachineID:               InstanceID(s.Name),
+				SystemUUID:              InstanceID(s.Name),
+				BootID:                  InstanceID(s.Name + now.String()),
+				KernelVersion:           "6.1.0-huddle-sim",
+				OSImage:                 "Amazon Linux 2023 (simulated by huddle-sim)",
+				ContainerRuntimeVersion: "containerd://2.1.0",
+				KubeletVersion:          KubeletVersion,
+				OperatingSystem:         "linux",
+				Architecture:            "amd64",
+			},
+		},
+	}
+}
+
+func conditions(now metav1.Time) []corev1.NodeCondition {
+	c := func(t corev1.NodeConditionType, s corev1.ConditionStatus, reason, msg string) corev1.NodeCondition {
+		return corev1.NodeCondition{Type: t, Status: s, Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now}
+	}
+	return []corev1.NodeCondition{
+		c(corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+		c(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+		c(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+		c(corev1.NodeReady, corev1.ConditionTrue, "KubeletReady", "kubelet is posting ready status"),
+	}
+}
+
+// register creates or refreshes the Node, its CSINode and its Lease.
+func (p *Pool) register(ctx context.Context, n *node) error {
+	now := metav1.Now()
+	obj := nodeObject(n.spec, now, n.ip)
+	_, err := p.client.CoreV1().Nodes().Create(ctx, obj, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		err = p.reportReady(ctx, n)
+	}
+	if err != nil {
+		return fmt.Errorf("register node %s: %w", n.spec.Name, err)
+	}
+	created, err := p.client.CoreV1().Nodes().Get(ctx, n.spec.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "Node", Name: created.Name, UID: created.UID}
+	csiNode := &storagev1.CSINode{
+		ObjectMeta: metav1.ObjectMeta{Name: n.spec.Name, OwnerReferences: []metav1.OwnerReference{owner}},
+		Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{{
+			Name:         EBSDriver,
+			NodeID:       InstanceID(n.spec.Name),
+			TopologyKeys: []string{corev1.LabelTopologyZone},
+			Allocatable:  &storagev1.VolumeNodeResources{Count: ptr.To(n.spec.AttachLimit)},
+		}}},
+	}
+	if _, err := p.client.StorageV1().CSINodes().Create(ctx, csiNode, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("register CSINode %s: %w", n.spec.Name, err)
+	}
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: n.spec.Name, Namespace: corev1.NamespaceNodeLease, OwnerReferences: []metav1.OwnerReference{owner}},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity:       ptr.To(n.spec.Name),
+			LeaseDurationSeconds: ptr.To(int32(p.timing.NodeLeaseDuration.Seconds())),
+			RenewTime:            &metav1.MicroTime{Time: now.Time},
+		},
+	}
+	l, err := p.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Create(ctx, lease, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		l, err = p.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, n.spec.Name, metav1.GetOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("register lease %s: %w", n.spec.Name, err)
+	}
+	p.mu.Lock()
+	n.lease = l
+	p.mu.Unlock()
+	return nil
+}
+
+// reportReady writes the node's conditions with a fresh heartbeat, as the
+// kubelet's periodic status update does.
+func (p *Pool) reportReady(ctx context.Context, n *node) error {
+	patch := map[string]any{"status": map[string]any{"conditions": conditions(metav1.Now())}}
+	b, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	_, err = p.client.CoreV1().Nodes().Patch(ctx, n.spec.Name, types.StrategicMergePatchType, b, metav1.PatchOptions{}, "status")
+	return err
+}
+
+// renewLease is the kubelet's node heartbeat.
+func (p *Pool) renewLease(ctx context.Context, n *node) error {
+	p.mu.Lock()
+	lease := n.lease.DeepCopy()
+	p.mu.Unlock()
+	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+	lease.Spec.HolderIdentity = ptr.To(n.spec.Name)
+	updated, err := p.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Update(ctx, lease, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		fresh, gerr := p.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, n.spec.Name, metav1.GetOptions{})
+		if gerr != nil {
+			return err
+		}
+		p.mu.Lock()
+		n.lease = fresh
+		p.mu.Unlock()
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	n.lease = updated
+	p.mu.Unlock()
+	return nil
+}
+
+// syncVolumesInUse writes the node's status.volumesInUse when it differs
+// from what the pods on the node use.
+func (p *Pool) syncVolumesInUse(ctx context.Context, n *node) error {
+	p.mu.Lock()
+	want := n.volumesInUse()
+	same := slices.Equal(want, n.reportedInUse)
+	p.mu.Unlock()
+	if same {
+		return nil
+	}
+	names := make([]corev1.UniqueVolumeName, len(want))
+	for i, v := range want {
+		names[i] = corev1.UniqueVolumeName(v)
+	}
+	b, err := json.Marshal(map[string]any{"status": map[string]any{"volumesInUse": names}})
+	if err != nil {
+		return err
+	}
+	if _, err := p.client.CoreV1().Nodes().Patch(ctx, n.spec.Name, types.MergePatchType, b, metav1.PatchOptions{}, "status"); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	n.reportedInUse = want
+	p.mu.Unlock()
+	return nil
+}
+
+// heartbeats renews the lease of every powered node each interval and
+// rewrites node status every NodeStatusInterval.
+func (p *Pool) heartbeats(ctx context.Context) {
+	lease := time.NewTicker(p.timing.LeaseRenewInterval)
+	defer lease.Stop()
+	status := time.NewTicker(p.timing.NodeStatusInterval)
+	defer status.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-lease.C:
+			for _, n := range p.poweredNodes() {
+				if err := p.renewLease(ctx, n); err != nil && ctx.Err() == nil {
+					p.logger.V(2).Info("Lease renewal failed", "node", n.spec.Name, "err", err)
+				}
+			}
+		case <-status.C:
+			for _, n := range p.poweredNodes() {
+				if err := p.reportReady(ctx, n); err != nil && ctx.Err() == nil {
+					p.logger.V(2).Info("Node status update failed", "node", n.spec.Name, "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (p *Pool) poweredNodes() []*node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*node, 0, len(p.nodes))
+	for _, n := range p.nodes {
+		if n.powered {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// poweredFromAnnotations reads the power state a user asked for.
+func poweredFromAnnotations(a map[string]string) bool {
+	return a[AnnotationPower] != "off" && a[AnnotationShutdown] != "true"
+}

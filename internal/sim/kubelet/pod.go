@@ -1,0 +1,352 @@
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/cache"
+	resourcehelper "k8s.io/component-helpers/resource"
+	"k8s.io/utils/ptr"
+)
+
+// AnnotationRunSeconds on a pod whose restartPolicy is not Always makes its
+// containers exit 0 after that many seconds (fractions allowed). Pods of
+// Jobs without it run for the timing profile's JobDuration.
+const AnnotationRunSeconds = "sim.huddle.io/run-seconds"
+
+var (
+	schemeForEvents  = scheme.Scheme
+	labelsEverything = labels.Everything()
+)
+
+// stage is how far the kubelet has taken a pod's status.
+type stage int
+
+const (
+	stageAdmitted stage = iota // ContainerCreating
+	stageRunning
+	stageDone
+)
+
+// podState is what a kubelet remembers about a pod it admitted.
+type podState struct {
+	uid      types.UID
+	requests corev1.ResourceList
+	// volumes are the unique names of the pod's attachable volumes, as the
+	// attach/detach controller names them in status.volumesAttached.
+	volumes []string
+	// released: the pod's containers are gone and it holds no volume.
+	released bool
+	stage    stage
+	readyAt  time.Time // containers start at this time, once volumes are attached
+	started  time.Time
+	stopAt   time.Time // a deleted pod's containers have exited at this time
+	ip       string
+}
+
+// syncPod moves one pod through the kubelet's lifecycle. It returns how
+// long to wait before looking at the pod again (0: until something changes).
+func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return 0, nil
+	}
+	pod, err := p.pods.Pods(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return 0, p.forget(ctx, key)
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := p.node(pod.Spec.NodeName)
+	if n == nil {
+		return 0, nil
+	}
+	p.mu.Lock()
+	powered := n.powered
+	st := n.pods[key]
+	if st != nil && st.uid != pod.UID { // same name, new pod (StatefulSet)
+		delete(n.pods, key)
+		st = nil
+	}
+	p.mu.Unlock()
+	if !powered {
+		return 0, nil // a node that is off does nothing; power-on resyncs
+	}
+	now := time.Now()
+
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if err := p.release(ctx, n, st); err != nil {
+			return 0, err
+		}
+		if pod.DeletionTimestamp != nil {
+			return 0, p.remove(ctx, pod)
+		}
+		return 0, nil
+	}
+
+	if pod.DeletionTimestamp != nil {
+		if st == nil {
+			return 0, p.remove(ctx, pod) // never admitted: nothing runs
+		}
+		if st.stopAt.IsZero() {
+			st.stopAt = now.Add(min(p.timing.ContainerStopDelay, p.timing.Grace(gracePeriod(pod))))
+		}
+		if wait := st.stopAt.Sub(now); wait > 0 {
+			return wait, nil
+		}
+		if st.stage != stageDone {
+			if err := p.writeStatus(ctx, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
+				return 0, err
+			}
+			st.stage = stageDone
+		}
+		// The kubelet unmounts the pod's volumes before it removes the pod.
+		if err := p.release(ctx, n, st); err != nil {
+			return 0, err
+		}
+		return 0, p.remove(ctx, pod)
+	}
+
+	if st == nil {
+		volumes, err := p.attachableVolumes(pod)
+		if err != nil {
+			return time.Second, nil // claim not bound yet: the volume manager waits
+		}
+		var rejected *rejection
+		if st, rejected = p.admit(n, key, pod, volumes, now); rejected != nil {
+			n.recorder.Event(pod, corev1.EventTypeWarning, rejected.reason, rejected.message)
+			return 0, p.writeStatus(ctx, pod, rejectedStatus(pod, rejected))
+		}
+		if err := p.writeStatus(ctx, pod, creatingStatus(pod, n, now)); err != nil {
+			p.mu.Lock()
+			delete(n.pods, key)
+			p.mu.Unlock()
+			return 0, err
+		}
+		if err := p.syncVolumesInUse(ctx, n); err != nil {
+			return 0, err
+		}
+	}
+
+	if st.stage == stageAdmitted {
+		if !p.allAttached(n, st) {
+			return 0, nil // the node informer requeues when volumesAttached changes
+		}
+		if st.readyAt.IsZero() {
+			st.readyAt = now.Add(p.timing.ContainerStartDelay)
+		}
+		if wait := st.readyAt.Sub(now); wait > 0 {
+			return wait, nil
+		}
+		st.ip = p.podIP(n)
+		if err := p.writeStatus(ctx, pod, runningStatus(pod, n, now, st)); err != nil {
+			return 0, err
+		}
+		st.stage, st.started = stageRunning, now
+	}
+
+	if st.stage == stageRunning {
+		runFor := p.runDuration(pod)
+		if runFor <= 0 {
+			return 0, nil
+		}
+		if wait := st.started.Add(runFor).Sub(now); wait > 0 {
+			return wait, nil
+		}
+		if err := p.writeStatus(ctx, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
+			return 0, err
+		}
+		st.stage = stageDone
+		return 0, p.release(ctx, n, st)
+	}
+	return 0, nil
+}
+
+// rejection is a kubelet admission failure.
+type rejection struct{ reason, message string }
+
+// admit runs the kubelet's resource admission for pod on n and, if it
+// fits, records it as running there.
+func (p *Pool) admit(n *node, key string, pod *corev1.Pod, volumes []string, now time.Time) (*podState, *rejection) {
+	requests := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	used := corev1.ResourceList{}
+	count := int64(0)
+	for _, other := range n.pods {
+		if other.released {
+			continue
+		}
+		count++
+		for r, q := range other.requests {
+			sum := used[r]
+			sum.Add(q)
+			used[r] = sum
+		}
+	}
+	alloc := corev1.ResourceList{
+		corev1.ResourceCPU:    n.spec.CPU,
+		corev1.ResourceMemory: n.spec.Memory,
+	}
+	if count+1 > n.spec.Pods {
+		msg := fmt.Sprintf("Node didn't have enough resource: pods, requested: 1, used: %d, capacity: %d", count, n.spec.Pods)
+		return nil, &rejection{"OutOfpods", msg}
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, u, capacity := requests[r], used[r], alloc[r]
+		var reqV, usedV, capV int64
+		if r == corev1.ResourceCPU {
+			reqV, usedV, capV = req.MilliValue(), u.MilliValue(), capacity.MilliValue()
+		} else {
+			reqV, usedV, capV = req.Value(), u.Value(), capacity.Value()
+		}
+		if reqV > 0 && reqV+usedV > capV {
+			msg := fmt.Sprintf("Node didn't have enough resource: %s, requested: %d, used: %d, capacity: %d", r, reqV, usedV, capV)
+			return nil, &rejection{"OutOf" + string(r), msg}
+		}
+	}
+	st := &podState{uid: pod.UID, requests: requests, volumes: volumes}
+	n.pods[key] = st
+	return st, nil
+}
+
+// release marks a pod's containers gone and its volumes unmounted.
+func (p *Pool) release(ctx context.Context, n *node, st *podState) error {
+	if st == nil {
+		return nil
+	}
+	p.mu.Lock()
+	st.released = true
+	p.mu.Unlock()
+	return p.syncVolumesInUse(ctx, n)
+}
+
+// forget drops the state of a pod that no longer exists.
+func (p *Pool) forget(ctx context.Context, key string) error {
+	n := p.nodeOfKey(key)
+	if n == nil {
+		return nil
+	}
+	p.mu.Lock()
+	if !n.powered {
+		p.mu.Unlock()
+		return nil // a dead kubelet notices nothing; power-on resyncs
+	}
+	delete(n.pods, key)
+	p.mu.Unlock()
+	return p.syncVolumesInUse(ctx, n)
+}
+
+// remove deletes the pod object once the kubelet is done with it, as the
+// kubelet's status manager does (grace period 0, UID precondition).
+func (p *Pool) remove(ctx context.Context, pod *corev1.Pod) error {
+	err := p.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		GracePeriodSeconds: ptr.To(int64(0)),
+		Preconditions:      &metav1.Preconditions{UID: &pod.UID},
+	})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
+}
+
+func (p *Pool) writeStatus(ctx context.Context, pod *corev1.Pod, status corev1.PodStatus) error {
+	updated := pod.DeepCopy()
+	updated.Status = status
+	_, err := p.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+	return err
+}
+
+func (p *Pool) allAttached(n *node, st *podState) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, v := range st.volumes {
+		if !n.attached[v] {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Pool) podIP(n *node) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n.podIPs++
+	return fmt.Sprintf("100.64.%d.%d", (n.podIPs/250)%250, 1+n.podIPs%250)
+}
+
+// attachableVolumes resolves the pod's claims to the unique volume names
+// of those that need attaching: CSI volumes whose driver requires attach
+// (a driver without a CSIDriver object does, as in the attach/detach
+// controller).
+func (p *Pool) attachableVolumes(pod *corev1.Pod) ([]string, error) {
+	var out []string
+	for _, v := range pod.Spec.Volumes {
+		var claimName string
+		switch {
+		case v.PersistentVolumeClaim != nil:
+			claimName = v.PersistentVolumeClaim.ClaimName
+		case v.Ephemeral != nil:
+			claimName = pod.Name + "-" + v.Name
+		default:
+			continue
+		}
+		claim, err := p.claims.PersistentVolumeClaims(pod.Namespace).Get(claimName)
+		if err != nil {
+			return nil, err
+		}
+		if claim.Spec.VolumeName == "" {
+			return nil, fmt.Errorf("claim %s/%s is not bound", pod.Namespace, claimName)
+		}
+		pv, err := p.volumes.Get(claim.Spec.VolumeName)
+		if err != nil {
+			return nil, err
+		}
+		if pv.Spec.CSI == nil {
+			continue
+		}
+		if d, err := p.csiDrivers.Get(pv.Spec.CSI.Driver); err == nil && d.Spec.AttachRequired != nil && !*d.Spec.AttachRequired {
+			continue
+		}
+		out = append(out, "kubernetes.io/csi/"+pv.Spec.CSI.Driver+"^"+pv.Spec.CSI.VolumeHandle)
+	}
+	return out, nil
+}
+
+// runDuration is how long a pod's containers run before exiting 0; zero
+// for pods that run until deleted.
+func (p *Pool) runDuration(pod *corev1.Pod) time.Duration {
+	if pod.Spec.RestartPolicy == corev1.RestartPolicyAlways {
+		return 0
+	}
+	if v, ok := pod.Annotations[AnnotationRunSeconds]; ok {
+		if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
+			return max(time.Duration(s*float64(time.Second)), time.Millisecond)
+		}
+	}
+	for _, o := range pod.OwnerReferences {
+		if o.Kind == "Job" && o.Controller != nil && *o.Controller {
+			return p.timing.JobDuration
+		}
+	}
+	return 0
+}
+
+func gracePeriod(pod *corev1.Pod) int64 {
+	if pod.DeletionGracePeriodSeconds != nil {
+		return *pod.DeletionGracePeriodSeconds
+	}
+	if pod.Spec.TerminationGracePeriodSeconds != nil {
+		return *pod.Spec.TerminationGracePeriodSeconds
+	}
+	return corev1.DefaultTerminationGracePeriodSeconds
+}

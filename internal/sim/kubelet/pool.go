@@ -1,0 +1,268 @@
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	storagelisters "k8s.io/client-go/listers/storage/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/huddle-io/huddle/internal/sim/timing"
+)
+
+// Pool plays the kubelets of many nodes.
+type Pool struct {
+	client      kubernetes.Interface
+	timing      timing.Profile
+	broadcaster record.EventBroadcaster
+	logger      klog.Logger
+
+	pods       corelisters.PodLister
+	claims     corelisters.PersistentVolumeClaimLister
+	volumes    corelisters.PersistentVolumeLister
+	csiDrivers storagelisters.CSIDriverLister
+	queue      workqueue.TypedRateLimitingInterface[string]
+
+	mu     sync.Mutex
+	nodes  map[string]*node
+	nextIP int
+}
+
+// node is one simulated node's kubelet state.
+type node struct {
+	spec     NodeSpec
+	ip       string
+	powered  bool
+	lease    *coordinationv1.Lease
+	recorder record.EventRecorder
+	// attached is the node's status.volumesAttached, from the informer.
+	attached map[string]bool
+	// pods are the pods this kubelet admitted, by key.
+	pods map[string]*podState
+	// reportedInUse is the last status.volumesInUse written, sorted.
+	reportedInUse []string
+	podIPs        int
+}
+
+// volumesInUse lists, sorted, the attachable volumes of pods that hold
+// their volumes: admitted and not yet released.
+func (n *node) volumesInUse() []string {
+	set := map[string]bool{}
+	for _, st := range n.pods {
+		if st.released {
+			continue
+		}
+		for _, v := range st.volumes {
+			set[v] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for v := range set {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// New wires a pool to factory's informers. Register nodes with AddNode and
+// start it with Run after the factory has started.
+func New(client kubernetes.Interface, factory informers.SharedInformerFactory, profile timing.Profile, broadcaster record.EventBroadcaster) *Pool {
+	p := &Pool{
+		client:      client,
+		timing:      profile,
+		broadcaster: broadcaster,
+		logger:      klog.Background().WithName("sim-kubelet"),
+		pods:        factory.Core().V1().Pods().Lister(),
+		claims:      factory.Core().V1().PersistentVolumeClaims().Lister(),
+		volumes:     factory.Core().V1().PersistentVolumes().Lister(),
+		csiDrivers:  factory.Storage().V1().CSIDrivers().Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "sim-kubelet"}),
+		nodes: map[string]*node{},
+	}
+	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    p.onPod,
+		UpdateFunc: func(_, obj any) { p.onPod(obj) },
+		DeleteFunc: p.onPod,
+	})
+	_, _ = factory.Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    p.onNode,
+		UpdateFunc: func(_, obj any) { p.onNode(obj) },
+	})
+	factory.Core().V1().PersistentVolumeClaims().Informer()
+	factory.Core().V1().PersistentVolumes().Informer()
+	factory.Storage().V1().CSIDrivers().Informer()
+	return p
+}
+
+// AddNode registers a node and starts playing its kubelet.
+func (p *Pool) AddNode(ctx context.Context, spec NodeSpec) error {
+	spec.defaults()
+	if spec.Name == "" {
+		return fmt.Errorf("a simulated node needs a name")
+	}
+	p.mu.Lock()
+	if _, ok := p.nodes[spec.Name]; ok {
+		p.mu.Unlock()
+		return fmt.Errorf("node %s is already simulated", spec.Name)
+	}
+	p.nextIP++
+	n := &node{
+		spec:     spec,
+		ip:       fmt.Sprintf("10.0.%d.%d", 1+p.nextIP/250, 1+p.nextIP%250),
+		powered:  poweredFromAnnotations(spec.Annotations),
+		attached: map[string]bool{},
+		pods:     map[string]*podState{},
+		recorder: p.broadcaster.NewRecorder(schemeForEvents, corev1.EventSource{Component: "kubelet", Host: spec.Name}),
+	}
+	p.nodes[spec.Name] = n
+	p.mu.Unlock()
+	return p.register(ctx, n)
+}
+
+// Nodes lists the names of the simulated nodes, sorted.
+func (p *Pool) Nodes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	names := make([]string, 0, len(p.nodes))
+	for name := range p.nodes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Run plays the kubelets until ctx ends.
+func (p *Pool) Run(ctx context.Context, workers int) {
+	defer p.queue.ShutDown()
+	ctx = klog.NewContext(ctx, p.logger)
+	for range workers {
+		go wait.UntilWithContext(ctx, p.worker, time.Second)
+	}
+	go p.heartbeats(ctx)
+	<-ctx.Done()
+}
+
+func (p *Pool) worker(ctx context.Context) {
+	for {
+		key, quit := p.queue.Get()
+		if quit {
+			return
+		}
+		requeue, err := p.syncPod(ctx, key)
+		switch {
+		case err != nil:
+			p.logger.V(2).Info("Pod sync failed, retrying", "pod", key, "err", err)
+			p.queue.AddRateLimited(key)
+		case requeue > 0:
+			p.queue.Forget(key)
+			p.queue.AddAfter(key, requeue)
+		default:
+			p.queue.Forget(key)
+		}
+		p.queue.Done(key)
+	}
+}
+
+func (p *Pool) onPod(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Spec.NodeName == "" {
+		return
+	}
+	p.mu.Lock()
+	_, ours := p.nodes[pod.Spec.NodeName]
+	p.mu.Unlock()
+	if ours {
+		p.queue.Add(pod.Namespace + "/" + pod.Name)
+	}
+}
+
+// onNode tracks the attach/detach controller's status.volumesAttached and
+// the power annotations of simulated nodes.
+func (p *Pool) onNode(obj any) {
+	nodeObj, ok := obj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	n, ours := p.nodes[nodeObj.Name]
+	if !ours {
+		p.mu.Unlock()
+		return
+	}
+	attached := make(map[string]bool, len(nodeObj.Status.VolumesAttached))
+	for _, v := range nodeObj.Status.VolumesAttached {
+		attached[string(v.Name)] = true
+	}
+	attachChanged := len(attached) != len(n.attached)
+	for v := range attached {
+		attachChanged = attachChanged || !n.attached[v]
+	}
+	n.attached = attached
+	wasPowered := n.powered
+	n.powered = poweredFromAnnotations(nodeObj.Annotations)
+	poweredOn := n.powered && !wasPowered
+	var keys []string
+	if attachChanged || poweredOn {
+		for key := range n.pods {
+			keys = append(keys, key)
+		}
+	}
+	p.mu.Unlock()
+
+	if poweredOn {
+		// A rebooted kubelet reports Ready at once and then resyncs its pods,
+		// including those scheduled or deleted while it was down.
+		go func() {
+			ctx := context.Background()
+			if err := p.reportReady(ctx, n); err != nil {
+				p.logger.Info("Node status update after power-on failed", "node", n.spec.Name, "err", err)
+			}
+			_ = p.renewLease(ctx, n)
+		}()
+		pods, _ := p.pods.List(labelsEverything)
+		for _, pod := range pods {
+			if pod.Spec.NodeName == n.spec.Name && !slices.Contains(keys, pod.Namespace+"/"+pod.Name) {
+				keys = append(keys, pod.Namespace+"/"+pod.Name)
+			}
+		}
+	}
+	for _, k := range keys {
+		p.queue.Add(k)
+	}
+}
+
+func (p *Pool) node(name string) *node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nodes[name]
+}
+
+// nodeOfKey finds the node whose kubelet holds state for a pod key.
+func (p *Pool) nodeOfKey(key string) *node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range p.nodes {
+		if _, ok := n.pods[key]; ok {
+			return n
+		}
+	}
+	return nil
+}

@@ -1,0 +1,227 @@
+// Package simtest runs Go tests against a simulated cluster: one cluster
+// per test binary (package), started by Main from TestMain and always
+// stopped, and one namespace per test, created by New and deleted when the
+// test ends. A test that needs nodes of its own (to power them off, fill
+// them, or know exactly where pods can go) asks for a node pool: nodes
+// labelled and tainted for that test only, which Pod and Deployment
+// builders of the Env target automatically.
+//
+//	func TestMain(m *testing.M) { os.Exit(simtest.Main(m, simtest.Options{})) }
+//
+//	func TestX(t *testing.T) {
+//		env := simtest.New(t)
+//		nodes := env.AddNodes(2, simtest.NodeOptions{})
+//		env.Create(env.Claim("data"))
+//		...
+//	}
+package simtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/signal"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/huddle-io/huddle/internal/sim/cluster"
+	"github.com/huddle-io/huddle/internal/sim/kubelet"
+	"github.com/huddle-io/huddle/internal/sim/timing"
+)
+
+// Options configure the package's cluster.
+type Options struct {
+	// Timing defaults to the fast profile.
+	Timing *timing.Profile
+	// Nodes are shared by every test; most tests use their own pools.
+	Nodes []kubelet.NodeSpec
+}
+
+var shared *cluster.Cluster
+
+// Main starts the cluster, runs the tests and stops the cluster, also on
+// SIGINT or SIGTERM. Use it from TestMain: os.Exit(simtest.Main(m, opts)).
+func Main(m *testing.M, opts Options) int {
+	profile := timing.Fast()
+	if opts.Timing != nil {
+		profile = *opts.Timing
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: opts.Nodes, Progress: os.Stderr})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "simtest: cannot start the simulated cluster: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "simtest: cluster ready in %s (timing %s, logs in %s)\n", c.BootTime.Round(time.Millisecond), profile.Name, c.Dir)
+	shared = c
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		if _, ok := <-sigs; ok {
+			c.Stop()
+			os.Exit(130)
+		}
+	}()
+	defer func() {
+		signal.Stop(sigs)
+		close(sigs)
+		c.Stop()
+	}()
+	return m.Run()
+}
+
+// Env is one test's view of the cluster.
+type Env struct {
+	T         testing.TB
+	Ctx       context.Context
+	Namespace string
+	Client    kubernetes.Interface
+	Cluster   *cluster.Cluster
+	// Pool is the label value of this test's node pool ("" if none).
+	Pool string
+}
+
+// LabelPool and TaintPool mark the nodes of a test's pool.
+const (
+	LabelPool = "sim.huddle.io/pool"
+	TaintPool = "sim.huddle.io/pool"
+)
+
+var nonDNS = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// New creates the test's namespace and waits for its default service
+// account. The namespace is deleted when the test ends; if the test failed,
+// the state of its pods, claims, volume attachments and events is logged
+// first.
+func New(t testing.TB) *Env {
+	t.Helper()
+	if shared == nil {
+		t.Fatal("simtest: no cluster; call simtest.Main from TestMain")
+	}
+	name := strings.Trim(nonDNS.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
+	if len(name) > 40 {
+		name = strings.TrimRight(name[:40], "-")
+	}
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	ns := name + "-" + hex.EncodeToString(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	env := &Env{T: t, Ctx: ctx, Namespace: ns, Client: shared.Client, Cluster: shared}
+	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", ns, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			env.dump()
+		}
+		cancel()
+		_ = env.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	})
+	env.Eventually("default service account", 30*time.Second, func() error {
+		_, err := env.Client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	return env
+}
+
+// NodeOptions shape the nodes of a pool; zero fields get the defaults of
+// kubelet.NodeSpec (4 CPU, 16Gi, us-east-1a).
+type NodeOptions struct {
+	CPU, Memory string
+	Zone        string
+	// Zones, if set, are used round-robin instead of Zone.
+	Zones []string
+}
+
+// AddNodes adds n nodes to the test's pool and returns their names. Pool
+// nodes carry the label and NoSchedule taint sim.huddle.io/pool=<namespace>
+// so only this test's pods (built with the Env's builders) land there.
+func (e *Env) AddNodes(n int, o NodeOptions) []string {
+	e.T.Helper()
+	e.Pool = e.Namespace
+	var names []string
+	for i := range n {
+		zone := o.Zone
+		if len(o.Zones) > 0 {
+			zone = o.Zones[i%len(o.Zones)]
+		}
+		spec := kubelet.NodeSpec{
+			Name:   fmt.Sprintf("%s-n%d", e.Namespace, len(e.Cluster.Kubelets.Nodes())+i),
+			Zone:   zone,
+			Labels: map[string]string{LabelPool: e.Pool},
+			Taints: []corev1.Taint{{Key: TaintPool, Value: e.Pool, Effect: corev1.TaintEffectNoSchedule}},
+		}
+		if o.CPU != "" {
+			spec.CPU = mustQuantity(o.CPU)
+		}
+		if o.Memory != "" {
+			spec.Memory = mustQuantity(o.Memory)
+		}
+		if err := e.Cluster.Kubelets.AddNode(e.Ctx, spec); err != nil {
+			e.T.Fatalf("add node: %v", err)
+		}
+		names = append(names, spec.Name)
+	}
+	e.Eventually("pool nodes schedulable", time.Minute, func() error {
+		for _, name := range names {
+			node, err := e.Client.CoreV1().Nodes().Get(e.Ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, t := range node.Spec.Taints {
+				if t.Key == corev1.TaintNodeNotReady {
+					return fmt.Errorf("node %s still has the %s taint", name, t.Key)
+				}
+			}
+		}
+		return nil
+	})
+	return names
+}
+
+// Eventually polls f every 100ms until it returns nil, failing the test
+// with f's last error after timeout.
+func (e *Env) Eventually(what string, timeout time.Duration, f func() error) {
+	e.T.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.T.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		if cerr := shared.Check(); cerr != nil {
+			e.T.Fatalf("waiting for %s: the control plane died: %v", what, cerr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Never polls f for the whole period and fails the test if f ever returns
+// an error: the way to assert that something stays true (a pod stays
+// stuck, a volume stays attached).
+func (e *Env) Never(what string, period time.Duration, f func() error) {
+	e.T.Helper()
+	deadline := time.Now().Add(period)
+	for time.Now().Before(deadline) {
+		if err := f(); err != nil {
+			e.T.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Timing is the cluster's timing profile.
+func (e *Env) Timing() timing.Profile { return e.Cluster.Timing }
