@@ -171,7 +171,7 @@ func writeModules(src string) error {
 		}
 		// The wrapper is excluded from the huddle module by a build
 		// constraint; in the build module it is an ordinary main package.
-		b = []byte(strings.Replace(string(b), "//go:build ignore\n", "", 1))
+		b = []byte(strings.Replace(string(b), "//go:build ignore\n\n", "", 1))
 		p := filepath.Join(src, dst)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
