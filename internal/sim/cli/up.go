@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/huddle-io/huddle/internal/sim/cluster"
+	"github.com/huddle-io/huddle/internal/sim/manifest"
+)
+
+type upOptions struct {
+	cluster       clusterFlags
+	files         []string
+	namespace     string
+	kubeconfigOut string
+}
+
+func newUp() *cobra.Command {
+	o := &upOptions{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Boot a simulated cluster and keep it running until Ctrl-C",
+		Long: `up boots a simulated cluster, writes an admin kubeconfig and prints its path,
+then runs until SIGINT or SIGTERM, when it stops every process it started
+and removes its files.
+
+Nodes come from the flags, or from Node objects in -f manifests; other
+objects in the manifests are applied once the cluster is up.
+
+Simulate failures by annotating nodes:
+  kubectl annotate node NODE sim.huddle.io/power=off      crash / power off (no heartbeats, pods frozen)
+  kubectl annotate node NODE sim.huddle.io/power=on       power back on
+  kubectl annotate node NODE sim.huddle.io/shutdown=true  stopped instance: off, plus the cloud's
+                                                          node.cloudprovider.kubernetes.io/shutdown taint`,
+		Example: `  huddle-sim up --nodes 3
+  huddle-sim up -f nodes.yaml --kubeconfig-out ./kubeconfig --timing fast`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
+	}
+	o.cluster.add(cmd, "eks")
+	fs := cmd.Flags()
+	fs.StringArrayVarP(&o.files, "filename", "f", nil, "manifests: Node objects become simulated nodes, the rest is applied (repeatable, - for stdin)")
+	fs.StringVarP(&o.namespace, "namespace", "n", "default", "namespace for objects that name none")
+	fs.StringVar(&o.kubeconfigOut, "kubeconfig-out", "", "also write the admin kubeconfig to this path (removed on exit)")
+	return cmd
+}
+
+func (o *upOptions) run(cmd *cobra.Command) error {
+	profile, err := o.cluster.profile()
+	if err != nil {
+		return err
+	}
+	var objs []manifest.Object
+	if len(o.files) > 0 {
+		if objs, err = manifest.Load(o.files, cmd.InOrStdin()); err != nil {
+			return usageErrorf("%v", err)
+		}
+	}
+	nodeSpecs, objs, err := manifest.NodeSpecs(objs)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	specs, err := o.cluster.specs(cmd, nodeSpecs)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	stderr := cmd.ErrOrStderr()
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr})
+	if err != nil {
+		return interrupted(ctx, err)
+	}
+	defer c.Stop()
+	if len(objs) > 0 {
+		res, err := manifest.Apply(ctx, c.Admin, objs, o.namespace, stderr)
+		if err != nil {
+			return interrupted(ctx, err)
+		}
+		for _, s := range res.Skipped {
+			fmt.Fprintf(stderr, "warning: %s\n", s)
+		}
+		fmt.Fprintf(stderr, "Applied %d objects\n", res.Applied)
+	}
+	kubeconfig := c.Kubeconfig
+	if o.kubeconfigOut != "" {
+		b, err := os.ReadFile(c.Kubeconfig)
+		if err == nil {
+			err = os.WriteFile(o.kubeconfigOut, b, 0o600)
+		}
+		if err != nil {
+			return fmt.Errorf("--kubeconfig-out: %w", err)
+		}
+		defer os.Remove(o.kubeconfigOut)
+		kubeconfig = o.kubeconfigOut
+	}
+	fmt.Fprintf(stderr, "Cluster ready in %.1fs (boot, binaries cached): %d nodes, timing %s, Kubernetes components logs in %s\n",
+		c.BootTime.Seconds(), len(specs), profile.Name, c.Dir)
+	fmt.Fprintln(cmd.OutOrStdout(), kubeconfig)
+	waitForInterrupt(ctx, c, stderr)
+	start := time.Now()
+	c.Stop()
+	fmt.Fprintf(stderr, "Stopped in %.1fs and removed %s\n", time.Since(start).Seconds(), c.Dir)
+	return nil
+}

@@ -1,0 +1,336 @@
+// Package manifest reads Kubernetes manifests (multi-document YAML or JSON,
+// as `helm template` or `kubectl kustomize` print them) and applies them to
+// the simulated cluster with server-side apply, in dependency order.
+//
+// Node objects are not applied: they describe the simulated nodes to
+// register (see NodeSpecs). Kinds the cluster does not serve are skipped
+// with a warning that names the document, so a chart that ships, say, a
+// ServiceMonitor still shows where its pods land.
+package manifest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/utils/ptr"
+
+	"github.com/huddle-io/huddle/internal/sim/kubelet"
+)
+
+// Object is one document of a manifest.
+type Object struct {
+	// Source names where it came from: "file.yaml:3" is the third document.
+	Source string
+	*unstructured.Unstructured
+}
+
+// Load reads every document of every path ("-" is stdin). Errors name the
+// file and the document.
+func Load(paths []string, stdin io.Reader) ([]Object, error) {
+	var out []Object
+	for _, path := range paths {
+		var r io.Reader
+		name := path
+		if path == "-" {
+			r, name = stdin, "<stdin>"
+		} else {
+			f, err := os.Open(path)
+			if err != nil {
+				return nil, fmt.Errorf("read manifest: %w", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		objs, err := decode(name, r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+func decode(name string, r io.Reader) ([]Object, error) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	var out []Object
+	for doc := 1; ; doc++ {
+		raw, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", name, doc, err)
+		}
+		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{}
+		jsonDoc, err := utilyaml.ToJSON(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: invalid YAML: %w", name, doc, err)
+		}
+		if err := u.UnmarshalJSON(jsonDoc); err != nil {
+			return nil, fmt.Errorf("%s: document %d: not a Kubernetes object (%w); every document needs apiVersion, kind and metadata.name", name, doc, err)
+		}
+		src := fmt.Sprintf("%s:%d", name, doc)
+		if u.GetAPIVersion() == "" || u.GetKind() == "" {
+			return nil, fmt.Errorf("%s: document %d: not a Kubernetes object: apiVersion and kind are required", name, doc)
+		}
+		if u.IsList() {
+			list, err := u.ToList()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", src, err)
+			}
+			for i := range list.Items {
+				out = append(out, Object{Source: fmt.Sprintf("%s[%d]", src, i), Unstructured: &list.Items[i]})
+			}
+			continue
+		}
+		if u.GetName() == "" && u.GetGenerateName() == "" {
+			return nil, fmt.Errorf("%s: %s has no metadata.name", src, u.GetKind())
+		}
+		out = append(out, Object{Source: src, Unstructured: u})
+	}
+}
+
+func stripComments(b []byte) []byte {
+	var out bytes.Buffer
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			out.Write(line)
+			out.WriteByte('\n')
+		}
+	}
+	return out.Bytes()
+}
+
+// NodeSpecs splits Node objects off: they become simulated nodes, with
+// capacity from status.capacity (or allocatable) and zone, region and
+// instance type from the usual labels.
+func NodeSpecs(objs []Object) ([]kubelet.NodeSpec, []Object, error) {
+	var specs []kubelet.NodeSpec
+	var rest []Object
+	for _, o := range objs {
+		if o.GetKind() != "Node" || o.GroupVersionKind().Group != "" {
+			rest = append(rest, o)
+			continue
+		}
+		var n corev1.Node
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &n); err != nil {
+			return nil, nil, fmt.Errorf("%s: Node %s: %w", o.Source, o.GetName(), err)
+		}
+		res := n.Status.Capacity
+		if len(res) == 0 {
+			res = n.Status.Allocatable
+		}
+		spec := kubelet.NodeSpec{
+			Name:         n.Name,
+			Zone:         n.Labels[corev1.LabelTopologyZone],
+			Region:       n.Labels[corev1.LabelTopologyRegion],
+			InstanceType: n.Labels[corev1.LabelInstanceTypeStable],
+			CPU:          res[corev1.ResourceCPU],
+			Memory:       res[corev1.ResourceMemory],
+			Labels:       n.Labels,
+			Annotations:  n.Annotations,
+			Taints:       n.Spec.Taints,
+		}
+		if pods, ok := res[corev1.ResourcePods]; ok {
+			spec.Pods = pods.Value()
+		}
+		if spec.CPU.Cmp(resource.Quantity{}) < 0 || spec.Memory.Cmp(resource.Quantity{}) < 0 {
+			return nil, nil, fmt.Errorf("%s: Node %s: negative capacity", o.Source, n.Name)
+		}
+		specs = append(specs, spec)
+	}
+	return specs, rest, nil
+}
+
+// kindOrder applies what others depend on first, as Helm orders installs.
+var kindOrder = []string{
+	"Namespace", "CustomResourceDefinition", "PriorityClass", "StorageClass", "CSIDriver",
+	"ServiceAccount", "Secret", "ConfigMap", "PersistentVolume", "PersistentVolumeClaim",
+	"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service",
+	"PodDisruptionBudget", "DaemonSet", "Pod", "ReplicaSet", "Deployment", "StatefulSet",
+	"Job", "CronJob",
+}
+
+func rank(kind string) int {
+	for i, k := range kindOrder {
+		if k == kind {
+			return i
+		}
+	}
+	return len(kindOrder)
+}
+
+// Result says what Apply did.
+type Result struct {
+	// Namespaces that the applied objects live in, sorted.
+	Namespaces []string
+	Applied    int
+	// Skipped explains each object that was not applied.
+	Skipped []string
+}
+
+// Apply applies objs in dependency order. Namespaced objects without a
+// namespace go to defaultNamespace; namespaces that do not exist are
+// created. An object the API server refuses stops the apply with an error
+// naming its document.
+func Apply(ctx context.Context, cfg *rest.Config, objs []Object, defaultNamespace string, progress io.Writer) (*Result, error) {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cached := memory.NewMemCacheClient(disc)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
+
+	sorted := append([]Object(nil), objs...)
+	sort.SliceStable(sorted, func(i, j int) bool { return rank(sorted[i].GetKind()) < rank(sorted[j].GetKind()) })
+
+	res := &Result{}
+	namespaces := map[string]bool{}
+	for _, o := range sorted {
+		gvk := o.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if meta.IsNoMatchError(err) {
+			cached.Invalidate() // a CRD applied earlier may serve it now
+			mapper.Reset()
+			mapping, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		}
+		if meta.IsNoMatchError(err) {
+			res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s %s skipped: the cluster serves no kind %s in %s; put its CustomResourceDefinition in an earlier -f file to include it", o.Source, gvk.Kind, o.GetName(), gvk.Kind, gvk.GroupVersion()))
+			continue
+		}
+		if err != nil {
+			return res, fmt.Errorf("%s: %s %s: %w", o.Source, gvk.Kind, o.GetName(), err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			ns := o.GetNamespace()
+			if ns == "" {
+				ns = defaultNamespace
+				o.SetNamespace(ns)
+			}
+			if !namespaces[ns] {
+				if err := ensureNamespace(ctx, client, ns, progress); err != nil {
+					return res, fmt.Errorf("%s: %w", o.Source, err)
+				}
+				namespaces[ns] = true
+			}
+			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+		} else if gvk.Kind == "Namespace" {
+			namespaces[o.GetName()] = true
+		}
+		body, err := o.MarshalJSON()
+		if err != nil {
+			return res, err
+		}
+		if o.GetName() == "" { // generateName: create, apply needs a name
+			_, err = ri.Create(ctx, o.Unstructured, metav1.CreateOptions{FieldManager: "huddle-sim"})
+		} else {
+			_, err = ri.Patch(ctx, o.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "huddle-sim", Force: ptr.To(true)})
+		}
+		if err != nil {
+			return res, fmt.Errorf("%s: apply %s %s: %s", o.Source, gvk.Kind, qualified(o), reason(err))
+		}
+		res.Applied++
+		if gvk.Kind == "Namespace" {
+			if err := waitServiceAccount(ctx, client, o.GetName()); err != nil {
+				return res, err
+			}
+		}
+	}
+	for ns := range namespaces {
+		res.Namespaces = append(res.Namespaces, ns)
+	}
+	sort.Strings(res.Namespaces)
+	return res, nil
+}
+
+// ensureNamespace creates ns if missing and waits for its default service
+// account, without which the API server refuses pods.
+func ensureNamespace(ctx context.Context, client kubernetes.Interface, ns string, progress io.Writer) error {
+	_, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err == nil {
+			fmt.Fprintf(progress, "Created namespace %s (the manifests use it but do not define it)\n", ns)
+		}
+	}
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	return waitServiceAccount(ctx, client, ns)
+}
+
+func waitServiceAccount(ctx context.Context, client kubernetes.Interface, ns string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("namespace %s: default service account not created: %w", ns, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func qualified(o Object) string {
+	if ns := o.GetNamespace(); ns != "" {
+		return ns + "/" + o.GetName()
+	}
+	return o.GetName()
+}
+
+// reason shortens an API error to what the user must fix.
+func reason(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		s := status.Status()
+		msg := s.Message
+		if s.Details != nil && len(s.Details.Causes) > 0 {
+			var causes []string
+			for _, c := range s.Details.Causes {
+				causes = append(causes, strings.TrimSpace(c.Field+": "+c.Message))
+			}
+			msg = strings.Join(causes, "; ")
+		}
+		return fmt.Sprintf("%s (%s)", msg, s.Reason)
+	}
+	return err.Error()
+}

@@ -1,0 +1,81 @@
+package manifest
+
+import (
+	"strings"
+	"testing"
+)
+
+const doc = `# a chart's output
+apiVersion: v1
+kind: Node
+metadata:
+  name: big
+  labels: {topology.kubernetes.io/zone: eu-west-1b, node.kubernetes.io/instance-type: m5.4xlarge}
+status:
+  capacity: {cpu: "16", memory: 64Gi, pods: "110"}
+---
+# only a comment
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: a}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: b}
+---
+{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}
+`
+
+func TestLoadAndNodeSpecs(t *testing.T) {
+	objs, err := Load([]string{"-"}, strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range objs {
+		got = append(got, o.Source+" "+o.GetKind()+"/"+o.GetName())
+	}
+	want := []string{"<stdin>:1 Node/big", "<stdin>:3[0] ConfigMap/a", "<stdin>:3[1] ConfigMap/b", "<stdin>:4 Deployment/web"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("loaded %v, want %v", got, want)
+	}
+	specs, rest, err := NodeSpecs(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) != 1 || len(rest) != 3 {
+		t.Fatalf("%d node specs and %d other objects, want 1 and 3", len(specs), len(rest))
+	}
+	s := specs[0]
+	if s.Name != "big" || s.Zone != "eu-west-1b" || s.InstanceType != "m5.4xlarge" || s.CPU.String() != "16" || s.Memory.String() != "64Gi" || s.Pods != 110 {
+		t.Fatalf("node spec %+v", s)
+	}
+}
+
+func TestLoadErrorsNameTheDocument(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n: : bad\n", "<stdin>: document 2"},
+		{"kind: ConfigMap\nmetadata: {name: a}\n", "<stdin>: document 1: not a Kubernetes object"},
+		{"apiVersion: v1\nkind: Secret\nmetadata: {namespace: x}\n", "<stdin>:1: Secret has no metadata.name"},
+	} {
+		_, err := Load([]string{"-"}, strings.NewReader(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Load(%q) error %v, want it to contain %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestApplyOrder(t *testing.T) {
+	for i := 1; i < len(kindOrder); i++ {
+		if rank(kindOrder[i-1]) >= rank(kindOrder[i]) {
+			t.Fatalf("kindOrder not strictly ordered at %s", kindOrder[i])
+		}
+	}
+	if !(rank("Namespace") < rank("StorageClass") && rank("StorageClass") < rank("PersistentVolumeClaim") &&
+		rank("PersistentVolumeClaim") < rank("Deployment") && rank("Deployment") < rank("ServiceMonitor")) {
+		t.Fatal("dependencies must be applied before their users, unknown kinds last")
+	}
+}
