@@ -47,15 +47,45 @@ var components = []struct{ name, pkg string }{
 }
 
 // DefaultCacheDir is where binaries are cached unless told otherwise:
-// $HUDDLE_SIM_CACHE, else the user cache directory.
+// $HUDDLE_SIM_CACHE; else .cache/huddle-sim in the huddle checkout that
+// contains the working directory (git-ignored), so tests and `go run` in a
+// clone share one cache; else the user cache directory.
 func DefaultCacheDir() string {
 	if d := os.Getenv("HUDDLE_SIM_CACHE"); d != "" {
 		return d
+	}
+	if root := checkoutRoot(); root != "" {
+		return filepath.Join(root, ".cache", "huddle-sim")
 	}
 	if d, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(d, "huddle-sim")
 	}
 	return filepath.Join(os.TempDir(), "huddle-sim-cache")
+}
+
+// modulePath is the huddle module's path, as its go.mod declares it.
+const modulePath = "github.com/huddle-io/huddle"
+
+// checkoutRoot finds the huddle module root above the working directory.
+func checkoutRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+			first, _, _ := strings.Cut(string(b), "\n")
+			if strings.TrimSpace(first) == "module "+modulePath {
+				return dir
+			}
+			return ""
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
 }
 
 // Key identifies a build: the pinned module files and the Go toolchain.
@@ -129,7 +159,7 @@ func build(ctx context.Context, cacheDir, key, binDir string, progress io.Writer
 		return err
 	}
 	start := time.Now()
-	fmt.Fprintf(progress, "Building the control plane from pinned modules (Kubernetes %s, etcd): the first build takes about 10 minutes on 2 cores; later runs reuse %s\n", KubernetesVersion, binDir)
+	fmt.Fprintf(progress, "Building the control plane from pinned modules (Kubernetes %s, etcd): the first build takes about 13 minutes on 2 cores (module download included); later runs reuse %s\n", KubernetesVersion, binDir)
 	stop := ticker(progress, start)
 	defer stop()
 

@@ -17,7 +17,7 @@ func newBuild() *cobra.Command {
 		Long: `build compiles etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 and kubectl from the pinned Go modules into the cache directory and prints
 where they are. It needs the Go toolchain and the Go module proxy; the first
-build takes about 10 minutes on 2 cores, and nothing is rebuilt until the
+build takes about 13 minutes on 2 cores, and nothing is rebuilt until the
 pins or the Go version change.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

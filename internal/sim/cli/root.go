@@ -93,7 +93,7 @@ and which would hang:
 
   helm template my-release my-chart | huddle-sim run -f -
 
-The first run builds the control plane (about 10 minutes on 2 cores) into
+The first run builds the control plane (about 13 minutes on 2 cores) into
 the cache directory; later runs boot in seconds.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,

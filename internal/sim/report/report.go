@@ -37,9 +37,9 @@ type Claim struct {
 
 // ClaimPod is a pod that mounts a claim.
 type ClaimPod struct {
-	Name   string `json:"name"`
-	Node   string `json:"node"`
-	Phase  string `json:"phase"`
+	Name  string `json:"name"`
+	Node  string `json:"node"`
+	Phase string `json:"phase"`
 	// Status is what kubectl's STATUS column shows (ContainerCreating,
 	// Terminating, Completed, ...).
 	Status string `json:"status"`

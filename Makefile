@@ -1,0 +1,39 @@
+# huddle — make targets. `make help` lists them.
+GO ?= go
+# The test command README.md gives; .ci/run runs it too.
+TEST_CMD = $(GO) test -timeout 60m ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build huddle-sim into bin/
+	$(GO) build -o bin/huddle-sim ./cmd/huddle-sim
+
+.PHONY: sim-build
+sim-build: ## Build the simulator's control plane into .cache/ (first time about 13 minutes)
+	$(GO) run ./cmd/huddle-sim build
+
+.PHONY: demo
+demo: ## Run the demo (the Sentry case on the simulated cluster)
+	$(GO) run ./cmd/huddle-sim demo
+
+.PHONY: test
+test: sim-build ## Run every test: unit, and scenarios against the simulated cluster
+	$(TEST_CMD)
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need no cluster
+	$(GO) test ./internal/...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w on the files above"; exit 1; }
+	$(GO) vet ./...
+
+.PHONY: sim-modules
+sim-modules: ## Regenerate the sums of the pinned control-plane modules after changing a version
+	hack/update-sim-modules.sh

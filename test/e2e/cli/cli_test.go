@@ -1,0 +1,224 @@
+// Package cli tests the huddle-sim command as users run it: the built
+// binary, its output and its exit status.
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/huddle-io/huddle/internal/sim/report"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "huddle-sim-cli-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "huddle-sim")
+	if out, err := exec.Command("go", "build", "-o", binary, "../../../cmd/huddle-sim").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// TestDemoShowsMultiAttach: the demo prints the stock scheduler's Sentry
+// placement with pods stuck in ContainerCreating and the attach/detach
+// controller's own Multi-Attach error.
+func TestDemoShowsMultiAttach(t *testing.T) {
+	stdout, stderr, code := huddleSim(t, nil, "demo")
+	if code != 0 {
+		t.Fatalf("demo exit %d\n%s", code, stderr)
+	}
+	for _, w := range []string{
+		"CLAIM sentry/sentry-data",
+		"ContainerCreating",
+		`FailedAttachVolume: Multi-Attach error for volume "pvc-`,
+		"Volume is already used by pod(s) sentry-",
+		"are stuck away from it",
+	} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("demo output lacks %q:\n%s", w, stdout)
+		}
+	}
+}
+
+const fits = `apiVersion: v1
+kind: Node
+metadata:
+  name: only
+  labels: {topology.kubernetes.io/zone: eu-west-1a}
+status:
+  capacity: {cpu: "2", memory: 8Gi, pods: "20"}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers:
+      - name: app
+        image: example/app
+        resources: {requests: {cpu: 500m}}
+        volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+---
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: app}
+`
+
+// TestRunReportsJSON: run reads Node objects from the manifests, applies
+// the rest (skipping a kind the cluster does not serve), and reports JSON;
+// exit 0 when everything runs.
+func TestRunReportsJSON(t *testing.T) {
+	stdout, stderr, code := huddleSim(t, strings.NewReader(fits), "run", "-f", "-", "--timing", "fast", "--output", "json")
+	if code != 0 {
+		t.Fatalf("run exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "<stdin>:4: ServiceMonitor app skipped") {
+		t.Errorf("no warning about the skipped ServiceMonitor:\n%s", stderr)
+	}
+	var r report.Report
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout)
+	}
+	if !r.AllRunning || len(r.Claims) != 1 || len(r.Claims[0].Pods) != 2 {
+		t.Fatalf("report %+v", r)
+	}
+	c := r.Claims[0]
+	if c.Namespace != "default" || c.Name != "data" || len(c.AttachedTo) != 1 || c.AttachedTo[0] != "only" {
+		t.Fatalf("claim %+v: want default/data attached to node only", c)
+	}
+	for _, p := range c.Pods {
+		if p.Node != "only" || p.Phase != "Running" || !p.Ready || p.Reason != "" {
+			t.Errorf("pod %+v", p)
+		}
+	}
+}
+
+// TestRunExitsOneWhenStuck: a pod that fits nowhere makes run exit 1 and
+// the report says why, in the scheduler's words.
+func TestRunExitsOneWhenStuck(t *testing.T) {
+	const tooBig = `apiVersion: v1
+kind: Pod
+metadata: {name: huge}
+spec:
+  containers: [{name: c, image: x, resources: {requests: {cpu: "64"}}}]
+`
+	stdout, stderr, code := huddleSim(t, strings.NewReader(tooBig), "run", "-f", "-", "--timing", "fast", "--nodes", "1", "--settle", "3s")
+	if code != 1 {
+		t.Fatalf("run exit %d, want 1\n%s\n%s", code, stdout, stderr)
+	}
+	for _, w := range []string{"OTHER PODS NOT RUNNING", "huge", "FailedScheduling", "Insufficient cpu"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("report lacks %q:\n%s", w, stdout)
+		}
+	}
+}
+
+// TestUpBootsAndCleansUp: up prints a kubeconfig for a working cluster,
+// reports its boot time, and on SIGTERM stops everything and removes its
+// files.
+func TestUpBootsAndCleansUp(t *testing.T) {
+	cmd := exec.Command(binary, "up", "--timing", "fast", "--nodes", "2")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string)
+	go func() {
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	var kubeconfig string
+	select {
+	case kubeconfig = <-lines:
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("up printed no kubeconfig:\n%s", stderr.String())
+	}
+	m := regexp.MustCompile(`Cluster ready in ([0-9.]+)s`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("up did not report its boot time:\n%s", stderr.String())
+	}
+	boot, _ := strconv.ParseFloat(m[1], 64)
+	t.Logf("huddle-sim up: cluster ready in %.1fs", boot)
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := kubernetes.NewForConfigOrDie(cfg)
+	nodes, err := client.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 2 {
+		t.Fatalf("nodes: %v (%v)", nodes, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("up after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Dir(kubeconfig)); !os.IsNotExist(err) {
+		t.Errorf("up left %s behind", filepath.Dir(kubeconfig))
+	}
+	if _, err := client.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{}); err == nil {
+		t.Error("the API server still answers after up stopped")
+	}
+}
+
+func huddleSim(t *testing.T, stdin *strings.Reader, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
