@@ -22,6 +22,11 @@ import (
 // Jobs without it run for the timing profile's JobDuration.
 const AnnotationRunSeconds = "sim.huddle.io/run-seconds"
 
+// AnnotationStopSeconds is how long a pod's containers take to exit after
+// SIGTERM (default: the timing profile's ContainerStopDelay). The kubelet
+// kills them when the scaled termination grace period runs out first.
+const AnnotationStopSeconds = "sim.huddle.io/stop-seconds"
+
 var (
 	schemeForEvents  = scheme.Scheme
 	labelsEverything = labels.Everything()
@@ -98,7 +103,7 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 			return 0, p.remove(ctx, pod) // never admitted: nothing runs
 		}
 		if st.stopAt.IsZero() {
-			st.stopAt = now.Add(min(p.timing.ContainerStopDelay, p.timing.Grace(gracePeriod(pod))))
+			st.stopAt = now.Add(min(p.stopDuration(pod), p.timing.Grace(gracePeriod(pod))))
 		}
 		if wait := st.stopAt.Sub(now); wait > 0 {
 			return wait, nil
@@ -339,6 +344,15 @@ func (p *Pool) runDuration(pod *corev1.Pod) time.Duration {
 		}
 	}
 	return 0
+}
+
+func (p *Pool) stopDuration(pod *corev1.Pod) time.Duration {
+	if v, ok := pod.Annotations[AnnotationStopSeconds]; ok {
+		if s, err := strconv.ParseFloat(v, 64); err == nil && s >= 0 {
+			return time.Duration(s * float64(time.Second))
+		}
+	}
+	return p.timing.ContainerStopDelay
 }
 
 func gracePeriod(pod *corev1.Pod) int64 {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/huddle-io/huddle/internal/sim/ebs"
+	"github.com/huddle-io/huddle/internal/sim/kubelet"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
 )
 
@@ -134,5 +135,37 @@ func TestJobSucceeds(t *testing.T) {
 	pods := env.Pods("job=once")
 	if len(pods) != 1 || pods[0].Status.Phase != corev1.PodSucceeded {
 		t.Fatalf("want one Succeeded pod, got %d", len(pods))
+	}
+}
+
+// TestGracefulTerminationHonoursGrace: a pod whose containers would take
+// 100s to exit after SIGTERM is killed when its termination grace period
+// (60s, scaled by the profile) runs out, not before and not after.
+func TestGracefulTerminationHonoursGrace(t *testing.T) {
+	t.Parallel()
+	env := simtest.New(t)
+	node := env.AddNodes(1, simtest.NodeOptions{})[0]
+	pod := env.Pod("slow")
+	pod.Annotations = map[string]string{kubelet.AnnotationStopSeconds: "100"}
+	pod.Spec.TerminationGracePeriodSeconds = ptr.To(int64(60))
+	env.Create(pod)
+	running(env, "slow", node)
+
+	grace := env.Timing().Grace(60)
+	start := time.Now()
+	if err := env.Client.CoreV1().Pods(env.Namespace).Delete(env.Ctx, "slow", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env.Eventually("pod removed", grace+30*time.Second, func() error {
+		_, err := env.Client.CoreV1().Pods(env.Namespace).Get(env.Ctx, "slow", metav1.GetOptions{})
+		if err == nil {
+			return fmt.Errorf("still there")
+		}
+		return nil
+	})
+	took := time.Since(start)
+	t.Logf("pod removed %s after deletion (scaled grace %s)", took.Round(100*time.Millisecond), grace)
+	if took < grace {
+		t.Fatalf("pod removed after %s, before its grace period %s ran out", took, grace)
 	}
 }
