@@ -1,0 +1,391 @@
+package placement
+
+import (
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	"k8s.io/klog/v2"
+)
+
+// Action is what to do with a gated pod.
+type Action string
+
+// The actions.
+const (
+	// Release removes the gate and leaves the pod's spec alone.
+	Release Action = "Release"
+	// PinHome narrows the pod to its huddle's home and releases it.
+	PinHome Action = "PinHome"
+	// PinCandidates narrows the pod to the nodes that fit its whole huddle
+	// and releases it; the scheduler picks one.
+	PinCandidates Action = "PinCandidates"
+	// Hold keeps the gate: the pod cannot be placed yet (or at all).
+	Hold Action = "Hold"
+)
+
+// Decision is Decide's answer.
+type Decision struct {
+	Action Action
+	// Nodes are the nodes to pin to: [home] for PinHome, the candidates
+	// for PinCandidates.
+	Nodes []string
+	// Claim is the key of the claim that decided it.
+	Claim string
+	// Reason is a CamelCase reason, Message a sentence for the pod's
+	// annotation and events.
+	Reason, Message string
+	// Fits is false when the chosen nodes cannot hold the whole huddle;
+	// Shortfall then says what is missing.
+	Fits      bool
+	Shortfall string
+}
+
+// Reasons of decisions.
+const (
+	ReasonNotShared     = "NotShared"
+	ReasonClaimMissing  = "ClaimMissing"
+	ReasonWaitClaim     = "WaitingForClaim"
+	ReasonHome          = "PinnedHome"
+	ReasonCandidates    = "PinnedCandidates"
+	ReasonNoFit         = "NoNodeFitsHuddle"
+	ReasonFollowing     = "WaitingForFirstMember"
+	ReasonHomeConflict  = "ClaimsOnDifferentNodes"
+	ReasonNoCandidates  = "NoCandidateNodes"
+	defaultMaxCandidate = 16
+)
+
+// Decide places one gated pod.
+func Decide(in *Input) Decision {
+	var shared []*Claim
+	for i := range in.Claims {
+		c := &in.Claims[i]
+		if c.Missing {
+			if in.Now.Sub(in.Pod.Created) < in.MissingClaimGrace {
+				return Decision{Action: Hold, Claim: c.Key, Reason: ReasonWaitClaim,
+					Message: fmt.Sprintf("claim %s does not exist yet; waiting up to %s for it", c.Key, in.MissingClaimGrace)}
+			}
+			return Decision{Action: Release, Claim: c.Key, Reason: ReasonClaimMissing, Fits: true,
+				Message: fmt.Sprintf("claim %s still does not exist after %s; released to the scheduler, which will report it", c.Key, in.MissingClaimGrace)}
+		}
+		if c.Shared {
+			shared = append(shared, c)
+		}
+	}
+	if len(shared) == 0 {
+		why := "the pod mounts no claim"
+		if len(in.Claims) > 0 {
+			why = in.Claims[0].Key + ": " + in.Claims[0].NotShared
+		}
+		return Decision{Action: Release, Reason: ReasonNotShared, Message: "no shared claim (" + why + ")", Fits: true}
+	}
+
+	// Homes of the pod's huddles; all must agree.
+	var home, homeClaim, homeHow string
+	for _, c := range shared {
+		h, how := Home(c, in.Nodes)
+		if h == "" {
+			continue
+		}
+		if home != "" && h != home {
+			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonHomeConflict,
+				Message: fmt.Sprintf("claim %s lives on %s but claim %s lives on %s; a pod cannot use both until one of them moves", homeClaim, home, c.Key, h)}
+		}
+		home, homeClaim, homeHow = h, c.Key, how
+	}
+	if home != "" {
+		d := Decision{Action: PinHome, Nodes: []string{home}, Claim: homeClaim, Reason: ReasonHome,
+			Message: fmt.Sprintf("claim %s home %s (%s)", homeClaim, home, homeHow), Fits: true}
+		demand := Demand(shared)
+		if n := in.Nodes.Get(home); n != nil {
+			if free := n.Free().Add(alreadyThere(shared, home)); !free.Covers(demand) {
+				d.Fits, d.Shortfall = false, shortfall(home, free, demand)
+			}
+		}
+		return d
+	}
+
+	// No home: one member at a time; the first placed sets the home.
+	for _, c := range shared {
+		for i := range c.Members {
+			m := &c.Members[i]
+			if m.Name == in.Pod.Name || !m.live() || m.Node != "" || m.Gated {
+				continue
+			}
+			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonFollowing,
+				Message: fmt.Sprintf("claim %s has no home yet; waiting for member %s, being scheduled now, to set it", c.Key, m.Name)}
+		}
+	}
+	if first := oldestGated(shared); first != in.Pod.Name {
+		return Decision{Action: Hold, Claim: shared[0].Key, Reason: ReasonFollowing,
+			Message: fmt.Sprintf("claim %s has no home yet; member %s is placed first and the rest follow it", shared[0].Key, first)}
+	}
+	return candidates(in, shared)
+}
+
+// Home returns the node a claim's huddle lives on and how it was found, or
+// "" if it has none.
+func Home(c *Claim, nodes Nodes) (string, string) {
+	count := map[string]int{}
+	for i := range c.Members {
+		m := &c.Members[i]
+		if m.Node != "" && m.live() && !m.Terminating {
+			count[m.Node]++
+		}
+	}
+	switch len(count) {
+	case 1:
+		for n := range count {
+			return n, "member bound there"
+		}
+	case 0:
+		// A volume attached with no member left: prefer its node, saving a
+		// detach and an attach, if it can take pods.
+		for _, n := range c.VolumeNodes {
+			if node := nodes.Get(n); node != nil && node.Ready && !node.Cordoned {
+				return n, "volume attached there"
+			}
+		}
+		return "", ""
+	}
+	// Split: the node holding the volume wins; else the most members.
+	for _, n := range c.Attached {
+		if count[n] > 0 {
+			return n, "split; volume attached there"
+		}
+	}
+	best := ""
+	for n, k := range count {
+		if best == "" || k > count[best] || (k == count[best] && n < best) {
+			best = n
+		}
+	}
+	return best, "split; most members there"
+}
+
+// Demand is what the huddles of claims need on one node: each owner's
+// largest pod count times its pod's requests, the requests of members
+// without an owner, and the claims' headroom. A member of several claims
+// counts once.
+func Demand(claims []*Claim) Resources {
+	var total Resources
+	seen := map[string]bool{}
+	count := map[string]int64{}   // members per owner
+	maxPods := map[string]int64{} // pods the owner may run at once
+	perPod := map[string]Resources{}
+	for _, c := range claims {
+		total = total.Add(c.Headroom)
+		for i := range c.Members {
+			m := &c.Members[i]
+			if !m.live() || seen[m.Name] {
+				continue
+			}
+			seen[m.Name] = true
+			if m.Owner == "" {
+				total = total.Add(m.Requests)
+				continue
+			}
+			count[m.Owner]++
+			if o, ok := c.Owners[m.Owner]; ok {
+				perPod[m.Owner], maxPods[m.Owner] = o.PerPod, o.MaxPods
+			} else if _, ok := perPod[m.Owner]; !ok {
+				perPod[m.Owner] = m.Requests
+			}
+		}
+	}
+	for key, n := range count {
+		total = total.Add(perPod[key].Times(max(n, maxPods[key])))
+	}
+	return total
+}
+
+// alreadyThere sums the requests of live members bound to node, which
+// Node.Requested already counts but Demand counts too.
+func alreadyThere(claims []*Claim, node string) Resources {
+	var r Resources
+	seen := map[string]bool{}
+	for _, c := range claims {
+		for i := range c.Members {
+			m := &c.Members[i]
+			if m.Node == node && m.live() && !seen[m.Name] {
+				seen[m.Name] = true
+				r = r.Add(m.Requests)
+			}
+		}
+	}
+	return r
+}
+
+func oldestGated(claims []*Claim) string {
+	var first *Member
+	for _, c := range claims {
+		for i := range c.Members {
+			m := &c.Members[i]
+			if !m.Gated || !m.live() {
+				continue
+			}
+			if first == nil || m.Created.Before(first.Created) || (m.Created.Equal(first.Created) && m.Name < first.Name) {
+				first = m
+			}
+		}
+	}
+	if first == nil {
+		return ""
+	}
+	return first.Name
+}
+
+// candidates finds nodes where the whole huddle fits and that every
+// member may use, scanning from an offset that spreads huddles over the
+// cluster and stopping after MaxCandidates fits.
+func candidates(in *Input, claims []*Claim) Decision {
+	demand := Demand(claims)
+	limit := in.MaxCandidates
+	if limit <= 0 {
+		limit = defaultMaxCandidate
+	}
+	check := newEligibility(claims)
+	n := in.Nodes.Len()
+	start := 0
+	if n > 0 {
+		h := fnv.New32a()
+		h.Write([]byte(claims[0].Key))
+		start = int(h.Sum32() % uint32(n))
+	}
+	var fits []string
+	bestScore, eligible := -1.0, 0
+	var best []string
+	var bestFree Resources
+	for i := 0; i < n && len(fits) < limit; i++ {
+		node := in.Nodes.At((start + i) % n)
+		if !check.allows(node) {
+			continue
+		}
+		eligible++
+		free := node.Free()
+		if free.Covers(demand) {
+			fits = append(fits, node.Name)
+			continue
+		}
+		switch s := score(free, demand); {
+		case s > bestScore:
+			bestScore, best, bestFree = s, []string{node.Name}, free
+		case s == bestScore && len(best) < limit:
+			best = append(best, node.Name)
+		}
+	}
+	key := claims[0].Key
+	if len(fits) > 0 {
+		sort.Strings(fits)
+		return Decision{Action: PinCandidates, Nodes: fits, Claim: key, Reason: ReasonCandidates, Fits: true,
+			Message: fmt.Sprintf("claim %s has no home; candidates where the whole huddle fits (%s): %s", key, format(demand), strings.Join(fits, ","))}
+	}
+	if eligible == 0 {
+		return Decision{Action: Hold, Claim: key, Reason: ReasonNoCandidates, Fits: false,
+			Shortfall: "no Ready, schedulable node satisfies every member's node selector, affinity and tolerations and the volume's zone",
+			Message:   fmt.Sprintf("claim %s: no node can take every member (selectors, tolerations, volume zone); waiting for one", key)}
+	}
+	sort.Strings(best)
+	return Decision{Action: PinCandidates, Nodes: best, Claim: key, Reason: ReasonNoFit, Fits: false,
+		Shortfall: shortfall(best[0], bestFree, demand),
+		Message:   fmt.Sprintf("claim %s: no node fits the whole huddle (%s); placed where most of it fits: %s", key, format(demand), strings.Join(best, ","))}
+}
+
+// score is the share of the demand that fits, by the scarcest resource.
+func score(free, demand Resources) float64 {
+	s := 1.0
+	for _, p := range [][2]int64{{free.MilliCPU, demand.MilliCPU}, {free.Memory, demand.Memory}, {free.Pods, demand.Pods}} {
+		if p[1] > 0 {
+			s = min(s, float64(max(p[0], 0))/float64(p[1]))
+		}
+	}
+	return s
+}
+
+func shortfall(node string, free, demand Resources) string {
+	var parts []string
+	if d := demand.MilliCPU - free.MilliCPU; d > 0 {
+		parts = append(parts, resource.NewMilliQuantity(d, resource.DecimalSI).String()+" CPU")
+	}
+	if d := demand.Memory - free.Memory; d > 0 {
+		parts = append(parts, resource.NewQuantity(d, resource.BinarySI).String()+" memory")
+	}
+	if d := demand.Pods - free.Pods; d > 0 {
+		parts = append(parts, fmt.Sprintf("%d pod slots", d))
+	}
+	return fmt.Sprintf("node %s lacks %s for the whole huddle (%s)", node, strings.Join(parts, " and "), format(demand))
+}
+
+func format(r Resources) string {
+	return fmt.Sprintf("%s CPU, %s memory, %d pods",
+		resource.NewMilliQuantity(r.MilliCPU, resource.DecimalSI), resource.NewQuantity(r.Memory, resource.BinarySI), r.Pods)
+}
+
+// eligibility checks a node against every member's constraints and the
+// volumes' node affinity.
+type eligibility struct {
+	selectors   []labels.Selector
+	affinities  []*nodeaffinity.LazyErrorNodeSelector
+	tolerations [][]corev1.Toleration
+}
+
+func newEligibility(claims []*Claim) *eligibility {
+	e := &eligibility{}
+	seen := map[string]bool{}
+	for _, c := range claims {
+		if c.VolumeAffinity != nil {
+			e.affinities = append(e.affinities, nodeaffinity.NewLazyErrorNodeSelector(c.VolumeAffinity))
+		}
+		for i := range c.Members {
+			m := &c.Members[i]
+			if !m.live() || m.Constraints == nil || seen[m.Name] {
+				continue
+			}
+			seen[m.Name] = true
+			k := m.Constraints
+			if len(k.NodeSelector) > 0 {
+				e.selectors = append(e.selectors, labels.SelectorFromSet(k.NodeSelector))
+			}
+			if k.Affinity != nil {
+				e.affinities = append(e.affinities, nodeaffinity.NewLazyErrorNodeSelector(k.Affinity))
+			}
+			e.tolerations = append(e.tolerations, k.Tolerations)
+		}
+	}
+	return e
+}
+
+func (e *eligibility) allows(n *Node) bool {
+	if !n.Ready || n.Cordoned {
+		return false
+	}
+	set := labels.Set(n.Labels)
+	for _, s := range e.selectors {
+		if !s.Matches(set) {
+			return false
+		}
+	}
+	if len(e.affinities) > 0 {
+		node := &corev1.Node{}
+		node.Name, node.Labels = n.Name, n.Labels
+		for _, a := range e.affinities {
+			if ok, _ := a.Match(node); !ok {
+				return false
+			}
+		}
+	}
+	for _, tols := range e.tolerations {
+		if _, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), n.Taints, tols, func(t *corev1.Taint) bool {
+			return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
+		}, false); untolerated {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,173 @@
+// Package placement decides where a gated pod that mounts shared
+// ReadWriteOnce claims may run. Decide is a pure function over an Input the
+// controller gathers from its informer caches; nothing here talks to the
+// API server, so the rules are tested with plain tables.
+//
+// The rules are the design brief's:
+//   - a pod with no shared claim is released untouched;
+//   - a huddle's home is the node of a bound, live member; else the node
+//     its volume is attached (or attaching) to, if that node is Ready and
+//     schedulable; a split huddle's home is the node holding the volume;
+//   - home known: pin to home, and wait there if home is full;
+//   - two shared claims with different homes: hold the pod, say why;
+//   - no home: release only the oldest member, pinned to the nodes where
+//     the whole huddle's demand fits (or, if none, where most of it fits,
+//     with Fits=False); the others wait until it is bound and follow it.
+package placement
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Resources is the part of a resource list placement reasons about.
+type Resources struct {
+	MilliCPU int64
+	Memory   int64
+	Pods     int64
+}
+
+// Add returns r + o.
+func (r Resources) Add(o Resources) Resources {
+	return Resources{r.MilliCPU + o.MilliCPU, r.Memory + o.Memory, r.Pods + o.Pods}
+}
+
+// Sub returns r - o.
+func (r Resources) Sub(o Resources) Resources {
+	return Resources{r.MilliCPU - o.MilliCPU, r.Memory - o.Memory, r.Pods - o.Pods}
+}
+
+// Times returns r * n.
+func (r Resources) Times(n int64) Resources {
+	return Resources{r.MilliCPU * n, r.Memory * n, r.Pods * n}
+}
+
+// Covers reports whether r is at least o in every resource.
+func (r Resources) Covers(o Resources) bool {
+	return r.MilliCPU >= o.MilliCPU && r.Memory >= o.Memory && r.Pods >= o.Pods
+}
+
+// FromList converts a resource list.
+func FromList(l corev1.ResourceList) Resources {
+	r := Resources{}
+	if q, ok := l[corev1.ResourceCPU]; ok {
+		r.MilliCPU = q.MilliValue()
+	}
+	if q, ok := l[corev1.ResourceMemory]; ok {
+		r.Memory = q.Value()
+	}
+	if q, ok := l[corev1.ResourcePods]; ok {
+		r.Pods = q.Value()
+	}
+	return r
+}
+
+// Member is a pod that mounts a claim.
+type Member struct {
+	Name    string
+	Created time.Time
+	// Node is the node the pod is bound to ("" if not bound).
+	Node string
+	// Gated: the pod still carries huddle's scheduling gate.
+	Gated bool
+	// Pinned: huddle released it with a pin (it carries huddle.io/pinned-by).
+	Pinned bool
+	// Done: Succeeded or Failed; holds nothing.
+	Done bool
+	// Terminating: deletion requested; still holds its node and volume.
+	Terminating bool
+	Requests    Resources
+	// Owner is the key of the workload that creates this pod (a
+	// Deployment, StatefulSet, Job or bare ReplicaSet), "" for none.
+	Owner string
+	// Constraints are the pod's node selector, required node affinity and
+	// tolerations; candidate nodes must satisfy every member's.
+	Constraints *Constraints
+}
+
+// live: the member counts toward the huddle's home and demand.
+func (m *Member) live() bool { return !m.Done }
+
+// Constraints are the scheduling constraints of a pod that decide which
+// nodes it may use.
+type Constraints struct {
+	NodeSelector map[string]string
+	Affinity     *corev1.NodeSelector // required during scheduling
+	Tolerations  []corev1.Toleration
+}
+
+// Owner is a workload that creates members.
+type Owner struct {
+	// MaxPods is how many pods it may run at once: Deployment replicas
+	// plus maxSurge (RollingUpdate), StatefulSet replicas, Job
+	// parallelism, ReplicaSet replicas.
+	MaxPods int64
+	// PerPod is the requests of one of its pods.
+	PerPod Resources
+}
+
+// Claim is one claim the pod mounts, with its huddle.
+type Claim struct {
+	// Key is namespace/name.
+	Key string
+	// Shared: the claim is in scope and its volume attaches to one node at
+	// a time. NotShared says why not, for the pod's annotation.
+	Shared    bool
+	NotShared string
+	// Missing: the claim does not exist (yet).
+	Missing bool
+	// VolumeNodes are the nodes a VolumeAttachment says the volume is
+	// attached or attaching to; Attached those with status.attached.
+	VolumeNodes []string
+	Attached    []string
+	// VolumeAffinity is the bound PV's node affinity (its zone).
+	VolumeAffinity *corev1.NodeSelector
+	Headroom       Resources
+	// Members are all pods that mount the claim, including the one being
+	// decided.
+	Members []Member
+	// Owners are the workloads of the members, by key.
+	Owners map[string]Owner
+}
+
+// Node is a node as placement sees it.
+type Node struct {
+	Name     string
+	Labels   map[string]string
+	Taints   []corev1.Taint
+	Ready    bool
+	Cordoned bool
+	// Allocatable and Requested (sum of requests of pods bound there that
+	// are not done).
+	Allocatable Resources
+	Requested   Resources
+}
+
+// Free is what is left on the node.
+func (n *Node) Free() Resources { return n.Allocatable.Sub(n.Requested) }
+
+// Nodes gives placement access to the cluster's nodes.
+type Nodes interface {
+	// Get returns the node called name, or nil.
+	Get(name string) *Node
+	// Len is the number of nodes; At returns the i-th, for scans that
+	// start at any offset.
+	Len() int
+	At(i int) *Node
+}
+
+// Input is everything Decide needs for one gated pod.
+type Input struct {
+	// Pod is the pod being decided; it is also among its claims' members.
+	Pod Member
+	// Claims are the claims the pod mounts, in the order of its volumes.
+	Claims []Claim
+	Nodes  Nodes
+	Now    time.Time
+	// MissingClaimGrace is how long a pod may wait for a claim that does
+	// not exist before it is released anyway.
+	MissingClaimGrace time.Duration
+	// MaxCandidates caps the nodes of a fresh placement's pin.
+	MaxCandidates int
+}

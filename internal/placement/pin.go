@@ -1,0 +1,97 @@
+package placement
+
+import (
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Names huddle puts on pods.
+const (
+	// Gate is the scheduling gate the webhook adds to pods in scope.
+	Gate = "huddle.io/placement"
+	// AnnotationPinnedBy says why a released pod is pinned where it is.
+	AnnotationPinnedBy = "huddle.io/pinned-by"
+	// AnnotationHeld says why a pod is still gated.
+	AnnotationHeld = "huddle.io/held"
+	// AnnotationReleased says why a pod was released without a pin.
+	AnnotationReleased = "huddle.io/released"
+)
+
+// HasGate reports whether pod carries huddle's scheduling gate.
+func HasGate(pod *corev1.Pod) bool {
+	return slices.ContainsFunc(pod.Spec.SchedulingGates, func(g corev1.PodSchedulingGate) bool { return g.Name == Gate })
+}
+
+// Apply returns a copy of pod with d applied: for pins, the required node
+// affinity narrowed to d.Nodes, the pinned-by annotation set and the gate
+// removed; for Release, the gate removed; for Hold, the held annotation
+// set. hostname maps a node name to its kubernetes.io/hostname label.
+//
+// A single node is pinned with matchFields metadata.name, which the
+// scheduler evaluates for that node only; several with the hostname label.
+// Narrowing adds the requirement to every existing term, the only change
+// the API server allows to a gated pod's affinity.
+func Apply(pod *corev1.Pod, d Decision, hostname func(string) string) *corev1.Pod {
+	out := pod.DeepCopy()
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	delete(out.Annotations, AnnotationHeld)
+	switch d.Action {
+	case Hold:
+		out.Annotations[AnnotationHeld] = d.Message
+		return out
+	case Release:
+		out.Annotations[AnnotationReleased] = d.Message
+	case PinHome, PinCandidates:
+		narrow(out, requirement(d.Nodes, hostname))
+		out.Annotations[AnnotationPinnedBy] = pinnedBy(d)
+	}
+	out.Spec.SchedulingGates = slices.DeleteFunc(out.Spec.SchedulingGates, func(g corev1.PodSchedulingGate) bool { return g.Name == Gate })
+	return out
+}
+
+func pinnedBy(d Decision) string {
+	if d.Action == PinHome {
+		return "claim " + d.Claim + " home " + d.Nodes[0]
+	}
+	return "claim " + d.Claim + " candidates " + strings.Join(d.Nodes, ",")
+}
+
+// term is one requirement, as a term: matchFields or matchExpressions.
+func requirement(nodes []string, hostname func(string) string) corev1.NodeSelectorTerm {
+	if len(nodes) == 1 {
+		return corev1.NodeSelectorTerm{MatchFields: []corev1.NodeSelectorRequirement{{
+			Key: metav1.ObjectNameField, Operator: corev1.NodeSelectorOpIn, Values: []string{nodes[0]},
+		}}}
+	}
+	values := make([]string, len(nodes))
+	for i, n := range nodes {
+		values[i] = hostname(n)
+	}
+	return corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{
+		Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: values,
+	}}}
+}
+
+func narrow(pod *corev1.Pod, req corev1.NodeSelectorTerm) {
+	if pod.Spec.Affinity == nil {
+		pod.Spec.Affinity = &corev1.Affinity{}
+	}
+	if pod.Spec.Affinity.NodeAffinity == nil {
+		pod.Spec.Affinity.NodeAffinity = &corev1.NodeAffinity{}
+	}
+	na := pod.Spec.Affinity.NodeAffinity
+	if na.RequiredDuringSchedulingIgnoredDuringExecution == nil || len(na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms) == 0 {
+		na.RequiredDuringSchedulingIgnoredDuringExecution = &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{req}}
+		return
+	}
+	terms := na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	for i := range terms {
+		terms[i].MatchExpressions = append(terms[i].MatchExpressions, req.MatchExpressions...)
+		terms[i].MatchFields = append(terms[i].MatchFields, req.MatchFields...)
+	}
+}
