@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Regenerates the committed generated code: deepcopy functions for
-# api/v1alpha1 and the CRD and RBAC manifests under config/. Run after
-# changing api/ or a +kubebuilder:rbac marker.
+# api/v1alpha1, and the CRD and RBAC manifests under config/. Run after
+# changing api/ or a +kubebuilder:rbac marker. controller-gen's version is
+# pinned in hack/tools/go.mod.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-gen() { (cd "$root/hack/tools" && GOWORK=off go tool controller-gen "$@"); }
-gen object paths="$root/api/..."
-gen crd paths="$root/api/..." output:crd:dir="$root/config/crd"
-gen rbac:roleName=huddle paths="$root/internal/..." output:rbac:dir="$root/config/rbac"
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+GOWORK=off go -C "$root/hack/tools" build -o "$bin/controller-gen" sigs.k8s.io/controller-tools/cmd/controller-gen
+cd "$root"
+"$bin/controller-gen" object paths=./api/...
+"$bin/controller-gen" crd paths=./api/... output:crd:dir=config/crd
+"$bin/controller-gen" rbac:roleName=huddle paths=./internal/... output:rbac:dir=config/rbac
 echo "generated: api/v1alpha1/zz_generated.deepcopy.go config/crd config/rbac"

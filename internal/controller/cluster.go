@@ -1,0 +1,169 @@
+package controller
+
+import (
+	"sort"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	resourcehelper "k8s.io/component-helpers/resource"
+
+	"github.com/huddle-io/huddle/internal/placement"
+)
+
+// Cluster keeps, from informer events, every node with the sum of the
+// requests of the pods bound to it, so a placement decision reads node
+// usage in O(1) instead of summing pods. It implements placement.Nodes for
+// callers that hold its read lock (see View).
+type Cluster struct {
+	mu    sync.RWMutex
+	nodes map[string]*placement.Node
+	order []*placement.Node // sorted by name; rebuilt when nodes come or go
+	use   map[types.UID]podUse
+	// requested per node, kept apart so node updates do not lose it.
+	requested map[string]placement.Resources
+}
+
+type podUse struct {
+	node string
+	req  placement.Resources
+}
+
+// NewCluster returns an empty tracker.
+func NewCluster() *Cluster {
+	return &Cluster{nodes: map[string]*placement.Node{}, use: map[types.UID]podUse{}, requested: map[string]placement.Resources{}}
+}
+
+// NodeHandler and PodHandler feed the tracker from informers.
+func (c *Cluster) NodeHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { c.setNode(o) },
+		UpdateFunc: func(_, o any) { c.setNode(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if n, ok := o.(*corev1.Node); ok {
+				c.mu.Lock()
+				delete(c.nodes, n.Name)
+				c.reorder()
+				c.mu.Unlock()
+			}
+		},
+	}
+}
+
+// PodHandler keeps node usage.
+func (c *Cluster) PodHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { c.setPod(o, false) },
+		UpdateFunc: func(_, o any) { c.setPod(o, false) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			c.setPod(o, true)
+		},
+	}
+}
+
+func (c *Cluster) setNode(o any) {
+	n, ok := o.(*corev1.Node)
+	if !ok {
+		return
+	}
+	pn := &placement.Node{
+		Name:        n.Name,
+		Labels:      n.Labels,
+		Taints:      n.Spec.Taints,
+		Ready:       nodeReady(n),
+		Cordoned:    n.Spec.Unschedulable,
+		Allocatable: placement.FromList(n.Status.Allocatable),
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pn.Requested = c.requested[n.Name]
+	_, existed := c.nodes[n.Name]
+	c.nodes[n.Name] = pn
+	if existed {
+		for i, old := range c.order {
+			if old.Name == n.Name {
+				c.order[i] = pn
+			}
+		}
+		return
+	}
+	c.reorder()
+}
+
+func (c *Cluster) reorder() {
+	c.order = c.order[:0]
+	for _, n := range c.nodes {
+		c.order = append(c.order, n)
+	}
+	sort.Slice(c.order, func(i, j int) bool { return c.order[i].Name < c.order[j].Name })
+}
+
+func (c *Cluster) setPod(o any, deleted bool) {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	var now podUse
+	counts := !deleted && p.Spec.NodeName != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
+	if counts {
+		now = podUse{node: p.Spec.NodeName, req: Requests(p)}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if was, ok := c.use[p.UID]; ok {
+		if was == now {
+			return
+		}
+		c.add(was.node, placement.Resources{}.Sub(was.req))
+		delete(c.use, p.UID)
+	}
+	if counts {
+		c.use[p.UID] = now
+		c.add(now.node, now.req)
+	}
+}
+
+func (c *Cluster) add(node string, r placement.Resources) {
+	total := c.requested[node].Add(r)
+	c.requested[node] = total
+	if n, ok := c.nodes[node]; ok {
+		n.Requested = total
+	}
+}
+
+// View runs f with the tracker read-locked, as placement.Nodes.
+func (c *Cluster) View(f func(placement.Nodes)) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	f(locked{c})
+}
+
+type locked struct{ c *Cluster }
+
+func (l locked) Get(name string) *placement.Node { return l.c.nodes[name] }
+func (l locked) Len() int                        { return len(l.c.order) }
+func (l locked) At(i int) *placement.Node        { return l.c.order[i] }
+
+// Requests are a pod's requests as placement counts them, one pod slot
+// included.
+func Requests(p *corev1.Pod) placement.Resources {
+	r := placement.FromList(resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}))
+	r.Pods = 1
+	return r
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -1,0 +1,28 @@
+package controller
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	// placementLatency is the time from a pod's creation to its release by
+	// the placer.
+	placementLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "huddle_placement_latency_seconds",
+		Help:    "Time from a gated pod's creation to huddle releasing it to the scheduler.",
+		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+	})
+	decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "huddle_placement_decisions_total",
+		Help: "Placement decisions by action (PinHome, PinCandidates, Release, Hold) and reason.",
+	}, []string{"action", "reason"})
+	huddlesByPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "huddle_huddles",
+		Help: "Huddles by phase.",
+	}, []string{"phase"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(placementLatency, decisions, huddlesByPhase)
+}

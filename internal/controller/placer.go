@@ -1,0 +1,118 @@
+package controller
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/huddle-io/huddle/internal/placement"
+)
+
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims;persistentvolumes;nodes;namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=volumeattachments;csidrivers;storageclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
+
+// Placer releases gated pods: for each, it gathers the pod's claims and
+// their huddles from the caches, asks placement.Decide, and applies the
+// answer with one Update of the pod (narrowed affinity, annotation, gate
+// removed). Everything it decides is written to the pod, so a restarted
+// Placer picks up where the last one stopped.
+type Placer struct {
+	Client   client.Client
+	Gatherer *Gatherer
+	Recorder record.EventRecorder
+	Clock    clock.Clock
+	// MissingClaimGrace is how long a pod waits for a claim that does not
+	// exist before it is released anyway.
+	MissingClaimGrace time.Duration
+	// MaxCandidates caps the nodes of a fresh placement's pin.
+	MaxCandidates int
+}
+
+// recheck is how often a held pod is looked at again even if nothing it
+// watches changed.
+const recheck = 30 * time.Second
+
+// Reconcile places one pod.
+func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	pod := &corev1.Pod{}
+	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !placement.HasGate(pod) || pod.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+	in, _, err := r.Gatherer.Input(ctx, pod)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	in.Now = r.Clock.Now()
+	in.MissingClaimGrace = r.MissingClaimGrace
+	in.MaxCandidates = r.MaxCandidates
+	var d placement.Decision
+	hostnames := map[string]string{}
+	r.Gatherer.Cluster.View(func(nodes placement.Nodes) {
+		in.Nodes = nodes
+		d = placement.Decide(in)
+		for _, n := range d.Nodes {
+			hostnames[n] = n
+			if node := nodes.Get(n); node != nil && node.Labels[corev1.LabelHostname] != "" {
+				hostnames[n] = node.Labels[corev1.LabelHostname]
+			}
+		}
+	})
+	decisions.WithLabelValues(string(d.Action), d.Reason).Inc()
+	logger := log.FromContext(ctx).WithValues("action", d.Action, "reason", d.Reason, "claim", d.Claim)
+
+	if d.Action == placement.Hold {
+		if pod.Annotations[placement.AnnotationHeld] != d.Message {
+			updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
+			if err := r.Client.Update(ctx, updated); err != nil {
+				return ctrl.Result{}, ignoreConflict(err)
+			}
+			r.Recorder.Event(pod, corev1.EventTypeNormal, d.Reason, d.Message)
+			logger.V(1).Info("Holding pod", "message", d.Message)
+		}
+		after := recheck
+		if d.Reason == placement.ReasonWaitClaim {
+			after = max(time.Second, r.MissingClaimGrace-in.Now.Sub(pod.CreationTimestamp.Time))
+		}
+		return ctrl.Result{RequeueAfter: after}, nil
+	}
+
+	updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
+	if err := r.Client.Update(ctx, updated); err != nil {
+		return ctrl.Result{}, ignoreConflict(err)
+	}
+	placementLatency.Observe(r.Clock.Since(pod.CreationTimestamp.Time).Seconds())
+	switch {
+	case d.Action == placement.Release:
+		r.Recorder.Event(pod, corev1.EventTypeNormal, d.Reason, "released to the scheduler: "+d.Message)
+	case !d.Fits:
+		r.Recorder.Event(pod, corev1.EventTypeWarning, d.Reason, d.Message+"; "+d.Shortfall)
+	default:
+		r.Recorder.Event(pod, corev1.EventTypeNormal, d.Reason, updated.Annotations[placement.AnnotationPinnedBy])
+	}
+	logger.V(1).Info("Released pod", "nodes", d.Nodes, "fits", d.Fits)
+	return ctrl.Result{}, nil
+}
+
+// ignoreConflict turns a write conflict into a quiet retry: the cache is
+// behind, and the watch will bring the pod back.
+func ignoreConflict(err error) error {
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

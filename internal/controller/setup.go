@@ -1,0 +1,213 @@
+// Package controller holds huddle's reconcilers: the Placer, which releases
+// gated pods with their node affinity narrowed to their huddle's home, and
+// Status, which keeps each Huddle's status true. Both gather their inputs
+// from informer caches (Gatherer, Cluster) and leave the deciding to
+// package placement.
+package controller
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
+	"github.com/huddle-io/huddle/internal/placement"
+	"github.com/huddle-io/huddle/internal/scope"
+)
+
+// indexGated indexes pods that carry huddle's gate.
+const indexGated = "huddle.io/gated"
+
+// Options configure the controllers.
+type Options struct {
+	Scope             scope.Scope
+	MissingClaimGrace time.Duration
+	MaxCandidates     int
+	// Workers is the number of concurrent reconciles per controller.
+	Workers int
+}
+
+// Setup registers the indexes, the cluster tracker and both controllers.
+func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexPodClaims, PodClaimKeys); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &corev1.Pod{}, indexGated, func(o client.Object) []string {
+		if p, ok := o.(*corev1.Pod); ok && placement.HasGate(p) {
+			return []string{"true"}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &storagev1.VolumeAttachment{}, IndexAttachmentPV, AttachmentPV); err != nil {
+		return err
+	}
+	cluster := NewCluster()
+	for obj, h := range map[client.Object]toolscache.ResourceEventHandler{
+		&corev1.Pod{}:  cluster.PodHandler(),
+		&corev1.Node{}: cluster.NodeHandler(),
+	} {
+		inf, err := mgr.GetCache().GetInformer(ctx, obj)
+		if err != nil {
+			return err
+		}
+		if _, err := inf.AddEventHandler(h); err != nil {
+			return err
+		}
+	}
+	g := &Gatherer{Reader: mgr.GetClient(), Scope: o.Scope, Cluster: cluster}
+	workers := max(o.Workers, 1)
+	m := &mapper{reader: mgr.GetClient()}
+
+	placer := &Placer{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clock.RealClock{},
+		MissingClaimGrace: o.MissingClaimGrace, MaxCandidates: o.MaxCandidates}
+	err := ctrl.NewControllerManagedBy(mgr).Named("placement").
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.gatedPeers)).
+		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
+		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfAttachment)).
+		Watches(&huddlev1.Huddle{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.allGated), builder.WithPredicates(nodeSchedulingChanged)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(placer)
+	if err != nil {
+		return err
+	}
+	status := &Status{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), MaxCandidates: o.MaxCandidates}
+	return ctrl.NewControllerManagedBy(mgr).Named("huddle-status").
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.claimsOfPod)).
+		Watches(&corev1.PersistentVolumeClaim{}, &handler.EnqueueRequestForObject{}).
+		Watches(&huddlev1.Huddle{}, &handler.EnqueueRequestForObject{}).
+		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.claimOfAttachment)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(status)
+}
+
+// mapper maps watched objects to the requests of the two controllers.
+type mapper struct{ reader client.Reader }
+
+// gatedPeers: the pod itself if gated, and the gated pods that share a
+// claim with it (they may follow it now).
+func (m *mapper) gatedPeers(ctx context.Context, o client.Object) []reconcile.Request {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return nil
+	}
+	seen := map[types.NamespacedName]bool{}
+	var out []reconcile.Request
+	add := func(n types.NamespacedName) {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, reconcile.Request{NamespacedName: n})
+		}
+	}
+	if placement.HasGate(p) {
+		add(types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+	}
+	for _, key := range PodClaimKeys(p) {
+		for _, r := range m.gatedWith(ctx, p.Namespace, key) {
+			add(r.NamespacedName)
+		}
+	}
+	return out
+}
+
+func (m *mapper) gatedOfClaim(ctx context.Context, o client.Object) []reconcile.Request {
+	return m.gatedWith(ctx, o.GetNamespace(), o.GetNamespace()+"/"+o.GetName())
+}
+
+func (m *mapper) gatedWith(ctx context.Context, namespace, claimKey string) []reconcile.Request {
+	pods := &corev1.PodList{}
+	if err := m.reader.List(ctx, pods, client.InNamespace(namespace), client.MatchingFields{IndexPodClaims: claimKey}); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range pods.Items {
+		if placement.HasGate(&pods.Items[i]) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&pods.Items[i])})
+		}
+	}
+	return out
+}
+
+func (m *mapper) allGated(ctx context.Context, _ client.Object) []reconcile.Request {
+	pods := &corev1.PodList{}
+	if err := m.reader.List(ctx, pods, client.MatchingFields{indexGated: "true"}); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(pods.Items))
+	for i := range pods.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&pods.Items[i])})
+	}
+	return out
+}
+
+// claimOf finds the claim bound to the PV of a VolumeAttachment.
+func (m *mapper) claimOf(ctx context.Context, o client.Object) (types.NamespacedName, bool) {
+	va, ok := o.(*storagev1.VolumeAttachment)
+	if !ok || va.Spec.Source.PersistentVolumeName == nil {
+		return types.NamespacedName{}, false
+	}
+	pv := &corev1.PersistentVolume{}
+	if err := m.reader.Get(ctx, client.ObjectKey{Name: *va.Spec.Source.PersistentVolumeName}, pv); err != nil || pv.Spec.ClaimRef == nil {
+		return types.NamespacedName{}, false
+	}
+	return types.NamespacedName{Namespace: pv.Spec.ClaimRef.Namespace, Name: pv.Spec.ClaimRef.Name}, true
+}
+
+func (m *mapper) gatedOfAttachment(ctx context.Context, o client.Object) []reconcile.Request {
+	if c, ok := m.claimOf(ctx, o); ok {
+		return m.gatedWith(ctx, c.Namespace, c.Namespace+"/"+c.Name)
+	}
+	return nil
+}
+
+func (m *mapper) claimOfAttachment(ctx context.Context, o client.Object) []reconcile.Request {
+	if c, ok := m.claimOf(ctx, o); ok {
+		return []reconcile.Request{{NamespacedName: c}}
+	}
+	return nil
+}
+
+func (m *mapper) claimsOfPod(_ context.Context, o client.Object) []reconcile.Request {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, key := range PodClaimKeys(p) {
+		ns, name, _ := strings.Cut(key, "/")
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+	}
+	return out
+}
+
+// nodeSchedulingChanged passes node events that can change placement:
+// new or deleted nodes, readiness, cordons, taints, labels, allocatable.
+var nodeSchedulingChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*corev1.Node)
+		n, ok2 := e.ObjectNew.(*corev1.Node)
+		if !ok1 || !ok2 {
+			return true
+		}
+		return nodeReady(o) != nodeReady(n) || o.Spec.Unschedulable != n.Spec.Unschedulable ||
+			len(o.Spec.Taints) != len(n.Spec.Taints) || len(o.Labels) != len(n.Labels) ||
+			!o.Status.Allocatable.Cpu().Equal(*n.Status.Allocatable.Cpu())
+	},
+}

@@ -1,0 +1,282 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
+	"github.com/huddle-io/huddle/internal/placement"
+)
+
+// +kubebuilder:rbac:groups=huddle.io,resources=huddles,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=huddle.io,resources=huddles/status,verbs=get;update;patch
+
+// Status keeps one Huddle per shared claim, named after the claim and
+// owned by it, with a status that says where the huddle lives, who its
+// members are and what a user can do when it is not together.
+type Status struct {
+	Client        client.Client
+	Gatherer      *Gatherer
+	Recorder      record.EventRecorder
+	MaxCandidates int
+
+	mu     sync.Mutex
+	phases map[string]huddlev1.Phase // claim key -> phase, for the gauge
+}
+
+// resync is how often a Huddle's status is recomputed without a change.
+const resync = time.Minute
+
+// Reconcile updates the Huddle of one claim (the request names the claim).
+func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	f, err := r.Gatherer.Claim(ctx, req.Namespace, req.Name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if f.Missing || !f.Shared {
+		r.setPhase(f.Key, "")
+		return ctrl.Result{}, nil
+	}
+	hud := f.Huddle
+	if hud == nil {
+		hud = &huddlev1.Huddle{ObjectMeta: metav1.ObjectMeta{Name: req.Name, Namespace: req.Namespace}}
+		if err := controllerutil.SetOwnerReference(f.Object, hud, r.Client.Scheme()); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.Client.Create(ctx, hud); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return ctrl.Result{Requeue: true}, nil
+			}
+			return ctrl.Result{}, err
+		}
+		r.Recorder.Eventf(hud, corev1.EventTypeNormal, "Created", "Claim %s is shared: huddle keeps every pod that mounts it on one node", f.Key)
+	} else if !metav1.IsControlledBy(hud, f.Object) && !hasOwner(hud, f.Object) {
+		// A user created it first to set policy: adopt it for garbage collection.
+		if err := controllerutil.SetOwnerReference(f.Object, hud, r.Client.Scheme()); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.Client.Update(ctx, hud); err != nil {
+			return ctrl.Result{}, ignoreConflict(err)
+		}
+	}
+
+	var a placement.Assessment
+	var homeReady = true
+	r.Gatherer.Cluster.View(func(nodes placement.Nodes) {
+		a = placement.Assess(&f.Claim, nodes, r.MaxCandidates)
+		if n := nodes.Get(a.Home); a.Home != "" && (n == nil || !n.Ready) {
+			homeReady = false
+		}
+	})
+	want := hud.Status.DeepCopy()
+	want.ObservedGeneration = hud.Generation
+	want.Home = a.Home
+	want.Demand = toList(a.Demand)
+	want.Members, want.MemberCount, want.ReadyCount = members(f.Pods, a.Home)
+	atHome := int32(0)
+	for _, m := range want.Members {
+		if m.Reason == "" {
+			atHome++
+		}
+	}
+	want.Phase = phase(a, homeReady, atHome, want.MemberCount)
+	setConditions(want, f.Key, a, atHome)
+
+	if equality.Semantic.DeepEqual(&hud.Status, want) {
+		r.setPhase(f.Key, want.Phase)
+		return ctrl.Result{RequeueAfter: resync}, nil
+	}
+	old := hud.Status
+	hud = hud.DeepCopy()
+	hud.Status = *want
+	if err := r.Client.Status().Update(ctx, hud); err != nil {
+		return ctrl.Result{}, ignoreConflict(err)
+	}
+	r.setPhase(f.Key, want.Phase)
+	if old.Home != want.Home && want.Home != "" {
+		r.Recorder.Eventf(hud, corev1.EventTypeNormal, "HomeChanged", "Home of claim %s is now %s (%s)", f.Key, want.Home, a.How)
+	}
+	if old.Phase != want.Phase {
+		typ := corev1.EventTypeNormal
+		if want.Phase == huddlev1.PhaseSplit || want.Phase == huddlev1.PhaseDegraded {
+			typ = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(hud, typ, string(want.Phase), "%s", meta.FindStatusCondition(want.Conditions, huddlev1.ConditionHuddled).Message)
+	}
+	return ctrl.Result{RequeueAfter: resync}, nil
+}
+
+func phase(a placement.Assessment, homeReady bool, atHome, members int32) huddlev1.Phase {
+	switch {
+	case a.Split:
+		return huddlev1.PhaseSplit
+	case a.Home == "":
+		return huddlev1.PhasePlacing
+	case !homeReady:
+		return huddlev1.PhaseDegraded
+	case atHome == members:
+		return huddlev1.PhaseHuddled
+	}
+	return huddlev1.PhasePending
+}
+
+func setConditions(s *huddlev1.HuddleStatus, key string, a placement.Assessment, atHome int32) {
+	c := metav1.Condition{Type: huddlev1.ConditionHuddled, ObservedGeneration: s.ObservedGeneration}
+	switch {
+	case s.MemberCount == 0:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "NoMembers", fmt.Sprintf("No pod mounts claim %s.", key)
+	case atHome == s.MemberCount:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "AllMembersAtHome", fmt.Sprintf("All %d pods that mount claim %s run on %s.", s.MemberCount, key, s.Home)
+	case a.Split:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Split", fmt.Sprintf("Pods that mount claim %s are bound to more than one node; home is %s (%s). Members away from home cannot start.", key, s.Home, a.How)
+	case s.Home == "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Placing", fmt.Sprintf("Claim %s has no home yet; its first member is being placed.", key)
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "MembersPending", fmt.Sprintf("%d of %d pods that mount claim %s are not running on %s yet; see status.members for why.", s.MemberCount-atHome, s.MemberCount, key, s.Home)
+	}
+	meta.SetStatusCondition(&s.Conditions, c)
+	fits := metav1.Condition{Type: huddlev1.ConditionFits, Status: metav1.ConditionTrue, Reason: "Fits", ObservedGeneration: s.ObservedGeneration,
+		Message: fmt.Sprintf("The whole huddle (%s) fits on %s.", formatList(s.Demand), orNoHome(s.Home))}
+	if !a.Fits {
+		fits.Status, fits.Reason = metav1.ConditionFalse, "InsufficientResources"
+		fits.Message = fmt.Sprintf("%s. Members that do not fit wait Pending at home, never elsewhere; free resources there, or set spec.move: WhenStuck to let the huddle move to a node that fits it.", a.Shortfall)
+		if s.Home == "" {
+			fits.Message = fmt.Sprintf("%s. No node holds the whole huddle; it was placed where most of it fits and the rest waits there. Add a larger node or lower the members' requests.", a.Shortfall)
+		}
+	}
+	meta.SetStatusCondition(&s.Conditions, fits)
+	meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: huddlev1.ConditionMoving, Status: metav1.ConditionFalse, Reason: "NotMoving",
+		Message: "The huddle is not moving.", ObservedGeneration: s.ObservedGeneration})
+}
+
+// members lists the pods that mount the claim and why each is not running
+// at home, if it is not.
+func members(pods []*corev1.Pod, home string) ([]huddlev1.Member, int32, int32) {
+	var out []huddlev1.Member
+	var count, ready int32
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		m := huddlev1.Member{Pod: p.Name, Node: p.Spec.NodeName, Phase: p.Status.Phase, Ready: podReady(p)}
+		switch {
+		case p.DeletionTimestamp != nil:
+			m.Reason = "Terminating"
+		case placement.HasGate(p):
+			m.Reason = "Gated: " + orDefault(p.Annotations[placement.AnnotationHeld], "waiting for huddle to place it")
+		case p.Spec.NodeName == "":
+			m.Reason = "Pending: " + orDefault(scheduledMessage(p), "waiting for the scheduler")
+		case home != "" && p.Spec.NodeName != home:
+			m.Reason = fmt.Sprintf("Away: bound to %s, away from home %s", p.Spec.NodeName, home)
+		case p.Status.Phase != corev1.PodRunning:
+			m.Reason = "Starting: " + waitingReason(p)
+		case !m.Ready:
+			m.Reason = "NotReady"
+		}
+		count++
+		if m.Ready {
+			ready++
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pod < out[j].Pod })
+	return out, count, ready
+}
+
+func scheduledMessage(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return c.Message
+		}
+	}
+	return ""
+}
+
+func waitingReason(p *corev1.Pod) string {
+	for _, c := range p.Status.ContainerStatuses {
+		if c.State.Waiting != nil && c.State.Waiting.Reason != "" {
+			return c.State.Waiting.Reason
+		}
+	}
+	return string(p.Status.Phase)
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func hasOwner(obj, owner metav1.Object) bool {
+	for _, r := range obj.GetOwnerReferences() {
+		if r.UID == owner.GetUID() {
+			return true
+		}
+	}
+	return false
+}
+
+func toList(r placement.Resources) corev1.ResourceList {
+	return corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewMilliQuantity(r.MilliCPU, resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(r.Memory, resource.BinarySI),
+		corev1.ResourcePods:   *resource.NewQuantity(r.Pods, resource.DecimalSI),
+	}
+}
+
+func formatList(l corev1.ResourceList) string {
+	cpu, mem, pods := l[corev1.ResourceCPU], l[corev1.ResourceMemory], l[corev1.ResourcePods]
+	return fmt.Sprintf("%s CPU, %s memory, %s pods", cpu.String(), mem.String(), pods.String())
+}
+
+func orNoHome(home string) string {
+	if home == "" {
+		return "a node"
+	}
+	return home
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// setPhase maintains the huddles-by-phase gauge; "" forgets the claim.
+func (r *Status) setPhase(key string, p huddlev1.Phase) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.phases == nil {
+		r.phases = map[string]huddlev1.Phase{}
+	}
+	if p == "" {
+		delete(r.phases, key)
+	} else {
+		r.phases[key] = p
+	}
+	counts := map[huddlev1.Phase]float64{}
+	for _, ph := range r.phases {
+		counts[ph]++
+	}
+	for _, ph := range []huddlev1.Phase{huddlev1.PhasePlacing, huddlev1.PhaseHuddled, huddlev1.PhasePending, huddlev1.PhaseSplit, huddlev1.PhaseMoving, huddlev1.PhaseDegraded} {
+		huddlesByPhase.WithLabelValues(string(ph)).Set(counts[ph])
+	}
+}
