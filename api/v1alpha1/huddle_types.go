@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -53,11 +54,36 @@ type HuddleSpec struct {
 	MoveAfter *metav1.Duration `json:"moveAfter,omitempty"`
 
 	// Headroom is kept free at home beyond the members' requests, for
-	// surges (cpu, memory, ephemeral-storage, pods).
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k in ['cpu', 'memory', 'ephemeral-storage', 'pods'])",message="spec.headroom may only name cpu, memory, ephemeral-storage and pods"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, quantity(string(self[k])).sign() >= 0)",message="spec.headroom quantities must not be negative"
+	// surges.
 	// +optional
-	Headroom corev1.ResourceList `json:"headroom,omitempty"`
+	Headroom *Headroom `json:"headroom,omitempty"`
+}
+
+// Headroom is an amount of resources.
+// +kubebuilder:validation:XValidation:rule="!has(self.cpu) || !string(self.cpu).startsWith('-')",message="spec.headroom.cpu must not be negative"
+// +kubebuilder:validation:XValidation:rule="!has(self.memory) || !string(self.memory).startsWith('-')",message="spec.headroom.memory must not be negative"
+type Headroom struct {
+	// CPU, such as 500m.
+	// +optional
+	CPU *resource.Quantity `json:"cpu,omitempty"`
+	// Memory, such as 1Gi.
+	// +optional
+	Memory *resource.Quantity `json:"memory,omitempty"`
+}
+
+// List returns the headroom as a resource list.
+func (h *Headroom) List() corev1.ResourceList {
+	l := corev1.ResourceList{}
+	if h == nil {
+		return l
+	}
+	if h.CPU != nil {
+		l[corev1.ResourceCPU] = *h.CPU
+	}
+	if h.Memory != nil {
+		l[corev1.ResourceMemory] = *h.Memory
+	}
+	return l
 }
 
 // Phase is where a huddle stands.

@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -90,7 +91,8 @@ func run(c runConfig) error {
 	if err := huddlev1.AddToScheme(scheme); err != nil {
 		return err
 	}
-	if c.certDir == "" {
+	syncCerts := c.certDir == ""
+	if syncCerts {
 		dir, err := os.MkdirTemp("", "huddle-certs-")
 		if err != nil {
 			return err
@@ -129,9 +131,20 @@ func run(c runConfig) error {
 			return fmt.Errorf("register webhook configuration %s: %w", c.webhookName, err)
 		}
 	}
+	secret := types.NamespacedName{Namespace: c.namespace, Name: "huddle-webhook-cert"}
+	if err := ensureSecret(ctx, mgr, secret); err != nil {
+		return fmt.Errorf("create the webhook certificate Secret %s: %w", secret, err)
+	}
+	if syncCerts {
+		// In a pod the kubelet mounts the Secret into --cert-dir; without
+		// one, huddle writes the files itself.
+		if err := mgr.Add(&certFiles{reader: mgr.GetAPIReader(), key: secret, dir: c.certDir}); err != nil {
+			return err
+		}
+	}
 	certsReady := make(chan struct{})
 	if err := rotator.AddRotator(mgr, &rotator.CertRotator{
-		SecretKey:              types.NamespacedName{Namespace: c.namespace, Name: "huddle-webhook-cert"},
+		SecretKey:              secret,
 		CertDir:                c.certDir,
 		CAName:                 "huddle-ca",
 		CAOrganization:         "huddle",
@@ -231,6 +244,21 @@ func webhookConfiguration(c runConfig) *admissionregistrationv1.MutatingWebhookC
 		TimeoutSeconds:          ptr.To(int32(5)),
 	}}
 	return w
+}
+
+// ensureSecret creates the empty Secret the certificate rotator keeps the
+// CA and serving certificate in, when the installation did not.
+func ensureSecret(ctx context.Context, mgr ctrl.Manager, key types.NamespacedName) error {
+	cl, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return err
+	}
+	s := &corev1.Secret{}
+	s.Namespace, s.Name = key.Namespace, key.Name
+	if err := cl.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
 }
 
 func envOr(name, def string) string {

@@ -101,7 +101,7 @@ func (g *Gatherer) Claim(ctx context.Context, namespace, name string) (*ClaimFac
 	hud := &huddlev1.Huddle{}
 	if err := g.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, hud); err == nil {
 		f.Huddle = hud
-		f.Headroom = placement.FromList(hud.Spec.Headroom)
+		f.Headroom = placement.FromList(hud.Spec.Headroom.List())
 	} else if !apierrors.IsNotFound(err) {
 		return nil, err
 	}

@@ -285,3 +285,37 @@ func tail(b []byte, lines int) string {
 	}
 	return strings.Join(s, "\n")
 }
+
+// Huddle returns a huddle controller binary: built from the checkout that
+// contains the working directory (into the cache; Go's build cache makes
+// this quick when nothing changed), else the one next to the running
+// executable, else one on PATH.
+func Huddle(ctx context.Context, cacheDir string) (string, error) {
+	if root := checkoutRoot(); root != "" {
+		out := filepath.Join(cacheDir, "bin", "huddle")
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return "", err
+		}
+		tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./cmd/huddle")
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build huddle from %s: %w\n%s", root, err, tail(b, 30))
+		}
+		return out, os.Rename(tmp, out)
+	}
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), "huddle"); fileExists(p) {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("huddle"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no huddle binary: run huddle-sim from a huddle checkout (it builds ./cmd/huddle), or put the huddle binary next to huddle-sim or on PATH")
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}

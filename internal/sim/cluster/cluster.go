@@ -46,6 +46,9 @@ type Options struct {
 	CacheDir string
 	// Progress receives boot progress lines (nil: discard).
 	Progress io.Writer
+	// Huddle installs huddle (CRD, RBAC) and starts its controller
+	// manager with the webhook on loopback, in cluster-wide mode.
+	Huddle bool
 }
 
 // Cluster is a running simulated cluster.
@@ -63,6 +66,12 @@ type Cluster struct {
 	Timing   timing.Profile
 	// BootTime is how long Start took once binaries were available.
 	BootTime time.Duration
+	// Huddle is the running huddle process (nil if not started);
+	// HuddleMetrics its metrics URL.
+	Huddle        *controlplane.Process
+	HuddleMetrics string
+
+	cacheDir string
 
 	cp     *controlplane.ControlPlane
 	cancel context.CancelFunc
@@ -71,7 +80,7 @@ type Cluster struct {
 }
 
 // Start builds the control plane if needed, boots it and registers nodes.
-func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	progress := opts.Progress
 	if progress == nil {
 		progress = io.Discard
@@ -95,14 +104,13 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	c = &Cluster{
+	c := &Cluster{
 		Kubeconfig: cp.Kubeconfig, Dir: dir, Admin: cp.Admin, Binaries: set, Timing: opts.Timing,
-		cp: cp, cancel: cancel,
+		cp: cp, cancel: cancel, cacheDir: cacheDir,
 	}
 	defer func() {
 		if err != nil {
 			c.Stop()
-			c = nil
 		}
 	}()
 	if c.Client, err = kubernetes.NewForConfig(cp.Admin); err != nil {
@@ -146,6 +154,15 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := c.waitNodesSchedulable(ctx); err != nil {
 		return nil, err
 	}
+	if opts.Huddle {
+		fmt.Fprintln(progress, "Installing huddle and starting its controller manager")
+		if err := c.installHuddle(ctx); err != nil {
+			return nil, fmt.Errorf("install huddle: %w", err)
+		}
+		if err := c.StartHuddle(ctx); err != nil {
+			return nil, fmt.Errorf("start huddle: %w", err)
+		}
+	}
 	c.BootTime = time.Since(start)
 	return c, nil
 }
@@ -187,13 +204,16 @@ func (c *Cluster) waitNodesSchedulable(ctx context.Context) error {
 // Check returns an error if a control-plane component has exited.
 func (c *Cluster) Check() error { return c.cp.Check() }
 
-// Stop stops the simulation and every process, and removes Dir.
+// Stop stops the simulation and every process, and removes Dir unless
+// $HUDDLE_SIM_KEEP is set (to read component logs after a failure).
 func (c *Cluster) Stop() {
 	c.once.Do(func() {
 		c.cancel()
 		c.wg.Wait()
 		c.cp.Stop()
-		os.RemoveAll(c.Dir)
+		if os.Getenv("HUDDLE_SIM_KEEP") == "" {
+			os.RemoveAll(c.Dir)
+		}
 	})
 }
 

@@ -49,6 +49,8 @@ type ControlPlane struct {
 	// Admin is the admin identity (system:masters); Simulator is the
 	// identity the simulated kubelets and cloud controllers use.
 	Admin, Simulator *rest.Config
+	// HuddleKubeconfig authenticates as HuddleUser.
+	HuddleKubeconfig string
 	// Dir is Config.Dir; component logs are Dir/<component>.log.
 	Dir   string
 	URL   string
@@ -70,7 +72,7 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate certificates: %w", err)
 	}
-	ports, err := freePorts(5)
+	ports, err := FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +99,9 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}
 	schedKubeconfig, err := write("kube-scheduler.kubeconfig", "system:kube-scheduler", pki.SchedulerToken)
 	if err != nil {
+		return nil, err
+	}
+	if cp.HuddleKubeconfig, err = write("huddle.kubeconfig", HuddleUser, pki.HuddleToken); err != nil {
 		return nil, err
 	}
 	cp.Admin = restConfig(url, pki.caPEM, pki.AdminToken)
@@ -253,6 +258,29 @@ func (cp *ControlPlane) waitReady(ctx context.Context, progress io.Writer, kcmPo
 	}
 	return nil
 }
+
+// Process is a component the caller started next to the control plane.
+type Process struct{ p *process }
+
+// StartProcess runs bin as an extra component logging to Dir/<name>.log;
+// Stop stops it too.
+func (cp *ControlPlane) StartProcess(name string, env []string, bin string, args ...string) (*Process, error) {
+	p, err := startProcess(name, cp.logPath(name), env, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	cp.procs = append(cp.procs, p)
+	return &Process{p}, nil
+}
+
+// Stop stops the process: SIGTERM, then SIGKILL after grace.
+func (p *Process) Stop(grace time.Duration) { p.p.stop(grace) }
+
+// Kill kills the process at once, as a crash would.
+func (p *Process) Kill() { p.p.stop(0) }
+
+// Running returns an error if the process has exited.
+func (p *Process) Running() error { return p.p.running() }
 
 // Check returns an error naming the first component that has exited.
 func (cp *ControlPlane) Check() error {

@@ -27,6 +27,7 @@ type pki struct {
 	AdminToken, SimToken string
 	ControllerManagerTok string
 	SchedulerToken       string
+	HuddleToken          string
 }
 
 // identities the cluster authenticates by bearer token. The simulator's
@@ -35,6 +36,9 @@ type pki struct {
 const (
 	adminUser = "huddle-sim-admin"
 	simUser   = "huddle-sim:simulator"
+	// HuddleUser is the identity huddle runs as; it has only the RBAC of
+	// config/rbac, as a real installation does.
+	HuddleUser = "huddle-sim:huddle"
 )
 
 func newPKI(dir string) (*pki, error) {
@@ -100,12 +104,13 @@ func newPKI(dir string) (*pki, error) {
 		p.SAKey:       mustKeyPEM(saKey),
 		p.SAPub:       mustPubPEM(&saKey.PublicKey),
 	}
-	p.AdminToken, p.SimToken, p.ControllerManagerTok, p.SchedulerToken = token(), token(), token(), token()
+	p.AdminToken, p.SimToken, p.ControllerManagerTok, p.SchedulerToken, p.HuddleToken = token(), token(), token(), token(), token()
 	files[p.TokenFile] = []byte(strings.Join([]string{
 		fmt.Sprintf("%s,%s,%s,\"system:masters\"", p.AdminToken, adminUser, adminUser),
 		fmt.Sprintf("%s,%s,%s,\"system:masters\"", p.SimToken, simUser, simUser),
 		fmt.Sprintf("%s,system:kube-controller-manager,system:kube-controller-manager", p.ControllerManagerTok),
 		fmt.Sprintf("%s,system:kube-scheduler,system:kube-scheduler", p.SchedulerToken),
+		fmt.Sprintf("%s,%s,%s", p.HuddleToken, HuddleUser, HuddleUser),
 	}, "\n") + "\n")
 	for path, b := range files {
 		if err := os.WriteFile(path, b, 0o600); err != nil {

@@ -72,8 +72,8 @@ func (p *process) stop(grace time.Duration) {
 	}
 }
 
-// freePorts asks the kernel for n unused loopback ports.
-func freePorts(n int) ([]int, error) {
+// FreePorts asks the kernel for n unused loopback ports.
+func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {

@@ -64,7 +64,7 @@ func Load(paths []string, stdin io.Reader) ([]Object, error) {
 			defer f.Close()
 			r = f
 		}
-		objs, err := decode(name, r)
+		objs, err := Decode(name, r)
 		if err != nil {
 			return nil, err
 		}
@@ -73,7 +73,8 @@ func Load(paths []string, stdin io.Reader) ([]Object, error) {
 	return out, nil
 }
 
-func decode(name string, r io.Reader) ([]Object, error) {
+// Decode reads every document of r; errors name the source as name.
+func Decode(name string, r io.Reader) ([]Object, error) {
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
 	var out []Object
 	for doc := 1; ; doc++ {

@@ -14,6 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 )
 
 func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
@@ -238,4 +241,11 @@ func (e *Env) dump() {
 		}
 	}
 	e.T.Log(b.String())
+}
+
+// Huddle returns the Huddle of a claim in the test's namespace.
+func (e *Env) Huddle(claim string) (*huddlev1.Huddle, error) {
+	h := &huddlev1.Huddle{}
+	err := e.Typed.Get(e.Ctx, client.ObjectKey{Namespace: e.Namespace, Name: claim}, h)
+	return h, err
 }

@@ -31,7 +31,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 
 	"github.com/huddle-io/huddle/internal/sim/cluster"
 	"github.com/huddle-io/huddle/internal/sim/kubelet"
@@ -44,9 +49,14 @@ type Options struct {
 	Timing *timing.Profile
 	// Nodes are shared by every test; most tests use their own pools.
 	Nodes []kubelet.NodeSpec
+	// Huddle starts huddle (cluster-wide mode) in the cluster.
+	Huddle bool
 }
 
-var shared *cluster.Cluster
+var (
+	shared *cluster.Cluster
+	typed  client.Client
+)
 
 // Main starts the cluster, runs the tests and stops the cluster, also on
 // SIGINT or SIGTERM. Use it from TestMain: os.Exit(simtest.Main(m, opts)).
@@ -57,13 +67,20 @@ func Main(m *testing.M, opts Options) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: opts.Nodes, Progress: os.Stderr})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: opts.Nodes, Progress: os.Stderr, Huddle: opts.Huddle})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "simtest: cannot start the simulated cluster: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "simtest: cluster ready in %s (timing %s, logs in %s)\n", c.BootTime.Round(time.Millisecond), profile.Name, c.Dir)
 	shared = c
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = huddlev1.AddToScheme(scheme)
+	if typed, err = client.New(c.Admin, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintf(os.Stderr, "simtest: %v\n", err)
+		return 1
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
@@ -86,7 +103,9 @@ type Env struct {
 	Ctx       context.Context
 	Namespace string
 	Client    kubernetes.Interface
-	Cluster   *cluster.Cluster
+	// Typed is a controller-runtime client that also knows huddle's API.
+	Typed   client.Client
+	Cluster *cluster.Cluster
 	// Pool is the label value of this test's node pool ("" if none).
 	Pool string
 }
@@ -116,7 +135,7 @@ func New(t testing.TB) *Env {
 	_, _ = rand.Read(b)
 	ns := name + "-" + hex.EncodeToString(b)
 	ctx, cancel := context.WithCancel(context.Background())
-	env := &Env{T: t, Ctx: ctx, Namespace: ns, Client: shared.Client, Cluster: shared}
+	env := &Env{T: t, Ctx: ctx, Namespace: ns, Client: shared.Client, Typed: typed, Cluster: shared}
 	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace %s: %v", ns, err)
 	}

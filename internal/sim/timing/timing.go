@@ -140,3 +140,12 @@ func ByName(name string) (Profile, error) {
 func (p Profile) Grace(seconds int64) time.Duration {
 	return time.Duration(float64(seconds) * p.GraceScale * float64(time.Second))
 }
+
+// MissingClaimGrace is how long huddle holds a pod whose claim does not
+// exist before releasing it: 30s, compressed like the other clocks.
+func (p Profile) MissingClaimGrace() time.Duration {
+	if p.Name == "fast" {
+		return 3 * time.Second
+	}
+	return 30 * time.Second
+}

@@ -1,0 +1,171 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/huddle-io/huddle/config"
+	"github.com/huddle-io/huddle/internal/sim/binaries"
+	"github.com/huddle-io/huddle/internal/sim/controlplane"
+	"github.com/huddle-io/huddle/internal/sim/manifest"
+)
+
+// HuddleNamespace is where huddle runs in the simulator.
+const HuddleNamespace = "huddle-system"
+
+// installHuddle installs what a huddle release installs: its namespace,
+// CRD, and ClusterRole bound to huddle's identity.
+func (c *Cluster) installHuddle(ctx context.Context) error {
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HuddleNamespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	var objs []manifest.Object
+	err := fs.WalkDir(config.Manifests, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := config.Manifests.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		o, err := manifest.Decode("config/"+path, bytes.NewReader(b))
+		objs = append(objs, o...)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := manifest.Apply(ctx, c.Admin, objs, HuddleNamespace, io.Discard); err != nil {
+		return err
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "huddle"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "huddle"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: controlplane.HuddleUser}},
+	}
+	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(c.Admin)
+	if err != nil {
+		return err
+	}
+	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	return waitFor(ctx, 30*time.Second, "the Huddle CRD to be established", func() error {
+		u, err := crds.Get(ctx, "huddles.huddle.io", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("not established")
+	})
+}
+
+// StartHuddle starts the huddle controller manager as a local process
+// with its webhook on loopback (cluster-wide mode on) and waits until the
+// webhook is registered with its CA and ready. extraArgs are added to its
+// command line.
+func (c *Cluster) StartHuddle(ctx context.Context, extraArgs ...string) error {
+	bin, err := binaries.Huddle(ctx, c.cacheDir)
+	if err != nil {
+		return err
+	}
+	ports, err := controlplane.FreePorts(3)
+	if err != nil {
+		return err
+	}
+	webhookPort, metricsPort, healthPort := ports[0], ports[1], ports[2]
+	args := append([]string{
+		"--kubeconfig=" + c.cp.HuddleKubeconfig,
+		"--cluster-wide",
+		"--namespace=" + HuddleNamespace,
+		"--webhook-host=127.0.0.1",
+		"--webhook-port=" + strconv.Itoa(webhookPort),
+		fmt.Sprintf("--webhook-url=https://localhost:%d/mutate-v1-pod", webhookPort),
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort),
+		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort),
+		"--missing-claim-grace=" + c.Timing.MissingClaimGrace().String(),
+	}, extraArgs...)
+	p, err := c.cp.StartProcess("huddle", nil, bin, args...)
+	if err != nil {
+		return err
+	}
+	c.Huddle = p
+	c.HuddleMetrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
+	err = waitFor(ctx, time.Minute, "huddle to be ready", func() error {
+		if err := p.Running(); err != nil {
+			return err
+		}
+		resp, err := http.Get(ready)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		mwc, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "huddle", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, w := range mwc.Webhooks {
+			if len(w.ClientConfig.CABundle) == 0 {
+				return fmt.Errorf("webhook %s has no CA bundle yet", w.Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w (log: %s/huddle.log)", err, c.Dir)
+	}
+	return nil
+}
+
+// StopHuddle stops the huddle process; kill makes it a crash (SIGKILL).
+func (c *Cluster) StopHuddle(kill bool) {
+	if c.Huddle == nil {
+		return
+	}
+	if kill {
+		c.Huddle.Kill()
+	} else {
+		c.Huddle.Stop(10 * time.Second)
+	}
+	c.Huddle = nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, what string, f func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %v", what, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
