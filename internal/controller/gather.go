@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -102,10 +104,32 @@ func (g *Gatherer) Claim(ctx context.Context, namespace, name string) (*ClaimFac
 	if err := g.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, hud); err == nil {
 		f.Huddle = hud
 		f.Headroom = placement.FromList(hud.Spec.Headroom.List())
+		f.Placing = placingOf(hud, time.Now())
 	} else if !apierrors.IsNotFound(err) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// AnnotationPlacing on a Huddle records the member released first into a
+// huddle with no home, and when: "<pod> <RFC3339 time>".
+const AnnotationPlacing = "huddle.io/placing"
+
+// placingTTL bounds how long a recorded first member holds the others: if
+// it is neither bound nor gone by then (deleted, say), the next member may
+// go.
+const placingTTL = time.Minute
+
+func placingOf(h *huddlev1.Huddle, now time.Time) string {
+	pod, at, ok := strings.Cut(h.Annotations[AnnotationPlacing], " ")
+	if !ok {
+		return ""
+	}
+	t, err := time.Parse(time.RFC3339, at)
+	if err != nil || now.Sub(t) > placingTTL {
+		return ""
+	}
+	return pod
 }
 
 // volume fills in whether the claim is shared, its attachments and zone.

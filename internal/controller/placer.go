@@ -6,12 +6,15 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 	"github.com/huddle-io/huddle/internal/placement"
 )
 
@@ -53,7 +56,7 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	if !placement.HasGate(pod) || pod.DeletionTimestamp != nil {
 		return ctrl.Result{}, nil
 	}
-	in, _, err := r.Gatherer.Input(ctx, pod)
+	in, facts, err := r.Gatherer.Input(ctx, pod)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -91,6 +94,14 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
 
+	if d.Action == placement.PinCandidates {
+		// The first member of a huddle with no home: record it on the
+		// Huddle first, with optimistic concurrency, so no other placer
+		// releases a first member meanwhile.
+		if requeue, err := r.markPlacing(ctx, facts, d.Claim, pod.Name); err != nil || requeue {
+			return ctrl.Result{Requeue: requeue}, err
+		}
+	}
 	updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
 	if err := r.Client.Update(ctx, updated); err != nil {
 		return ctrl.Result{}, ignoreConflict(err)
@@ -104,8 +115,34 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	default:
 		r.Recorder.Event(pod, corev1.EventTypeNormal, d.Reason, updated.Annotations[placement.AnnotationPinnedBy])
 	}
-	logger.V(1).Info("Released pod", "nodes", d.Nodes, "fits", d.Fits)
+	logger.Info("Released pod", "nodes", d.Nodes, "fits", d.Fits)
 	return ctrl.Result{}, nil
+}
+
+// markPlacing records pod as the member being placed first on the Huddle
+// of claim, creating the Huddle if needed. It asks for a requeue when
+// another writer got there first.
+func (r *Placer) markPlacing(ctx context.Context, facts []*ClaimFacts, claim, pod string) (bool, error) {
+	for _, f := range facts {
+		if f.Key != claim || f.Object == nil {
+			continue
+		}
+		hud := f.Huddle
+		if hud == nil {
+			hud = &huddlev1.Huddle{ObjectMeta: metav1.ObjectMeta{Name: f.Object.Name, Namespace: f.Object.Namespace}}
+			if err := controllerutil.SetOwnerReference(f.Object, hud, r.Client.Scheme()); err != nil {
+				return false, err
+			}
+			metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, pod+" "+r.Clock.Now().UTC().Format(time.RFC3339))
+			err := r.Client.Create(ctx, hud)
+			return apierrors.IsAlreadyExists(err), client.IgnoreAlreadyExists(err)
+		}
+		hud = hud.DeepCopy()
+		metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, pod+" "+r.Clock.Now().UTC().Format(time.RFC3339))
+		err := r.Client.Update(ctx, hud)
+		return apierrors.IsConflict(err), client.IgnoreNotFound(ignoreConflict(err))
+	}
+	return false, nil
 }
 
 // ignoreConflict turns a write conflict into a quiet retry: the cache is

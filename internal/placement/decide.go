@@ -113,6 +113,10 @@ func Decide(in *Input) Decision {
 
 	// No home: one member at a time; the first placed sets the home.
 	for _, c := range shared {
+		if c.Placing != "" && c.Placing != in.Pod.Name {
+			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonFollowing,
+				Message: fmt.Sprintf("claim %s has no home yet; waiting for member %s, released first, to set it", c.Key, c.Placing)}
+		}
 		for i := range c.Members {
 			m := &c.Members[i]
 			if m.Name == in.Pod.Name || !m.live() || m.Node != "" || m.Gated {

@@ -171,3 +171,18 @@ func TestMaxCandidates(t *testing.T) {
 		t.Fatalf("got %s with %d nodes, want 5 candidates", d.Action, len(d.Nodes))
 	}
 }
+
+// TestPlacingMarkerHolds: with another member recorded as placing, a
+// fresh huddle's member waits even if its own cache shows nothing in
+// flight; the recorded member itself proceeds.
+func TestPlacingMarkerHolds(t *testing.T) {
+	c := claim("ns/data", gated("p", 9), gated("q", 1))
+	c.Placing = "q"
+	if d := Decide(input(gated("p", 9), nodeList{node("n1")}, c)); d.Action != Hold || !strings.Contains(d.Message, "member q, released first") {
+		t.Fatalf("p: %s %s", d.Action, d.Message)
+	}
+	c.Placing = "p"
+	if d := Decide(input(gated("p", 9), nodeList{node("n1")}, c)); d.Action != PinCandidates {
+		t.Fatalf("p recorded as placing: %s %s", d.Action, d.Message)
+	}
+}

@@ -129,6 +129,12 @@ type Claim struct {
 	Members []Member
 	// Owners are the workloads of the members, by key.
 	Owners map[string]Owner
+	// Placing names the member released first into a huddle with no home,
+	// as recorded on the Huddle (empty if none or expired). Until it is
+	// bound no other member is released: the record is written with
+	// optimistic concurrency, so two placers with different cache views
+	// cannot both release a first member.
+	Placing string
 }
 
 // Node is a node as placement sees it.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -20,10 +21,12 @@ type process struct {
 	logPath string
 	exited  chan struct{}
 	err     error
+	// stopped: we stopped it on purpose; its exit is not a failure.
+	stopped atomic.Bool
 }
 
 func startProcess(name, logPath string, env []string, bin string, args ...string) (*process, error) {
-	log, err := os.Create(logPath)
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -46,8 +49,12 @@ func startProcess(name, logPath string, env []string, bin string, args ...string
 	return p, nil
 }
 
-// running reports an error if the process has exited.
+// running reports an error if the process has exited without being
+// stopped.
 func (p *process) running() error {
+	if p.stopped.Load() {
+		return nil
+	}
 	select {
 	case <-p.exited:
 		return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.err, p.logPath, tailFile(p.logPath, 15))
@@ -58,6 +65,7 @@ func (p *process) running() error {
 
 // stop sends SIGTERM and, after grace, SIGKILL.
 func (p *process) stop(grace time.Duration) {
+	p.stopped.Store(true)
 	select {
 	case <-p.exited:
 		return

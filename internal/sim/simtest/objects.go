@@ -218,7 +218,7 @@ func (e *Env) dump() {
 	fmt.Fprintf(&b, "state of namespace %s:\n", e.Namespace)
 	if pods, err := e.Client.CoreV1().Pods(e.Namespace).List(e.Ctx, metav1.ListOptions{}); err == nil {
 		for _, p := range pods.Items {
-			fmt.Fprintf(&b, "  pod %s node=%q phase=%s reason=%q deleting=%v\n", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.Reason, p.DeletionTimestamp != nil)
+			fmt.Fprintf(&b, "  pod %s node=%q phase=%s reason=%q deleting=%v gates=%d held=%q pinned=%q\n", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.Reason, p.DeletionTimestamp != nil, len(p.Spec.SchedulingGates), p.Annotations["huddle.io/held"], p.Annotations["huddle.io/pinned-by"])
 		}
 	}
 	if pvcs, err := e.Client.CoreV1().PersistentVolumeClaims(e.Namespace).List(e.Ctx, metav1.ListOptions{}); err == nil {

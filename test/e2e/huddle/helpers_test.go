@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -96,4 +97,8 @@ func eventCount(env *simtest.Env, reason string) int {
 
 func pinnedHome(p corev1.Pod, home string) bool {
 	return strings.HasSuffix(p.Annotations["huddle.io/pinned-by"], "home "+home)
+}
+
+func csiDriver(name string, attach bool) *storagev1.CSIDriver {
+	return &storagev1.CSIDriver{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: storagev1.CSIDriverSpec{AttachRequired: &attach}}
 }
