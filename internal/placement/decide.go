@@ -58,6 +58,7 @@ const (
 	ReasonFollowing     = "WaitingForFirstMember"
 	ReasonHomeConflict  = "ClaimsOnDifferentNodes"
 	ReasonNoCandidates  = "NoCandidateNodes"
+	ReasonHomeLeaving   = "HomeUnavailable"
 	defaultMaxCandidate = 16
 )
 
@@ -100,6 +101,13 @@ func Decide(in *Input) Decision {
 		home, homeClaim, homeHow = h, c.Key, how
 	}
 	if home != "" {
+		if why := unavailable(in.Nodes.Get(home)); why != "" {
+			// A pin is final once the gate is gone: pinned to a cordoned or
+			// dead home the pod could never run. Keep it gated; once the
+			// members there are gone the huddle is placed afresh.
+			return Decision{Action: Hold, Claim: homeClaim, Reason: ReasonHomeLeaving,
+				Message: fmt.Sprintf("claim %s home %s %s; waiting for the members there to leave, then placing the huddle where it fits", homeClaim, home, why)}
+		}
 		d := Decision{Action: PinHome, Nodes: []string{home}, Claim: homeClaim, Reason: ReasonHome,
 			Message: fmt.Sprintf("claim %s home %s (%s)", homeClaim, home, homeHow), Fits: true}
 		demand := Demand(shared)
@@ -131,6 +139,19 @@ func Decide(in *Input) Decision {
 			Message: fmt.Sprintf("claim %s has no home yet; member %s is placed first and the rest follow it", shared[0].Key, first)}
 	}
 	return candidates(in, shared)
+}
+
+// unavailable says why a home node cannot take new pods, or "" if it can.
+func unavailable(n *Node) string {
+	switch {
+	case n == nil:
+		return "is gone"
+	case n.Cordoned:
+		return "is cordoned (being drained?)"
+	case !n.Ready:
+		return "is not Ready"
+	}
+	return ""
 }
 
 // Home returns the node a claim's huddle lives on and how it was found, or

@@ -8,7 +8,9 @@
 //   - a huddle's home is the node of a bound, live member; else the node
 //     its volume is attached (or attaching) to, if that node is Ready and
 //     schedulable; a split huddle's home is the node holding the volume;
-//   - home known: pin to home, and wait there if home is full;
+//   - home known: pin to home, and wait there if home is full; if home is
+//     cordoned, NotReady or gone, keep the pod gated (a pin cannot be
+//     undone once the gate is removed) until the members there leave;
 //   - two shared claims with different homes: hold the pod, say why;
 //   - no home: release only the oldest member, pinned to the nodes where
 //     the whole huddle's demand fits (or, if none, where most of it fits,

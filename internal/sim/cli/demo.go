@@ -9,20 +9,26 @@ import (
 	"github.com/huddle-io/huddle/internal/sim/cluster"
 	"github.com/huddle-io/huddle/internal/sim/demo"
 	"github.com/huddle-io/huddle/internal/sim/manifest"
+	"github.com/huddle-io/huddle/internal/sim/report"
 )
 
 func newDemo() *cobra.Command {
 	f := &clusterFlags{}
+	var stockOnly bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Show the self-hosted Sentry case: pods sharing one EBS claim hang under the stock scheduler",
-		Long: `demo boots a simulated cluster of three m5.xlarge nodes in one zone and
-deploys self-hosted Sentry's web, worker, cron and ingest-consumer (six pods)
-all mounting one gp3 claim, sentry/sentry-data. The stock kube-scheduler
-spreads them over the nodes; the volume attaches to one node, and every pod
-elsewhere hangs in ContainerCreating with the attach/detach controller's
-Multi-Attach error. The report shows where each pod landed and why the
-stuck ones are stuck.`,
+		Short: "Show the self-hosted Sentry case twice: the stock scheduler, then huddle",
+		Long: `demo deploys self-hosted Sentry's web, worker, cron and ingest-consumer (six
+pods, all mounting one gp3 claim, sentry/sentry-data) on three m5.xlarge
+nodes in one zone, twice, each time on a fresh simulated cluster:
+
+  1. with the stock kube-scheduler only: the pods spread over the nodes, the
+     volume attaches to one, and every pod elsewhere hangs in
+     ContainerCreating with the attach/detach controller's Multi-Attach error;
+  2. with huddle: every pod runs on the node that holds the volume.
+
+It prints both placement reports and a side-by-side summary: where each pod
+ran, how many hung, and how long until all were Running.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			profile, err := f.profile()
@@ -33,33 +39,52 @@ stuck ones are stuck.`,
 			if err != nil {
 				return err
 			}
-			objs, err := manifest.Load([]string{"-"}, bytes.NewReader(demo.SentryManifest))
-			if err != nil {
-				return err
-			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			stderr := cmd.ErrOrStderr()
-			c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: f.cacheDir, Progress: stderr})
-			if err != nil {
-				return interrupted(ctx, err)
+			out, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			run := func(withHuddle bool) (*report.Report, error) {
+				objs, err := manifest.Load([]string{"-"}, bytes.NewReader(demo.SentryManifest))
+				if err != nil {
+					return nil, err
+				}
+				c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: f.cacheDir, Progress: stderr, Huddle: withHuddle})
+				if err != nil {
+					return nil, interrupted(ctx, err)
+				}
+				defer c.Stop()
+				fmt.Fprintf(stderr, "Cluster ready in %.1fs: %d nodes, timing %s, huddle %v\n", c.BootTime.Seconds(), len(specs), profile.Name, withHuddle)
+				rep, err := applyAndSettle(ctx, c, objs, "default", profile.SettlePeriod, profile.RunTimeout, stderr)
+				return rep, interrupted(ctx, err)
 			}
-			defer c.Stop()
-			fmt.Fprintf(stderr, "Cluster ready in %.1fs: %d nodes, timing %s\n", c.BootTime.Seconds(), len(specs), profile.Name)
-			rep, err := applyAndSettle(ctx, c, objs, "default", profile.SettlePeriod, profile.RunTimeout, stderr)
+			fmt.Fprintln(stderr, "== 1/2: the stock kube-scheduler ==")
+			stock, err := run(false)
 			if err != nil {
-				return interrupted(ctx, err)
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintln(out, "\n== Self-hosted Sentry with the stock kube-scheduler ==")
-			fmt.Fprintln(out)
-			if err := rep.WriteTable(out); err != nil {
 				return err
 			}
-			demo.Explain(out, rep)
+			fmt.Fprintln(out, "\n== Self-hosted Sentry with the stock kube-scheduler ==")
+			fmt.Fprintln(out)
+			if err := stock.WriteTable(out); err != nil {
+				return err
+			}
+			demo.Explain(out, stock)
+			if stockOnly {
+				return nil
+			}
+			fmt.Fprintln(stderr, "== 2/2: with huddle ==")
+			withHuddle, err := run(true)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(out, "\n== Self-hosted Sentry with huddle ==")
+			fmt.Fprintln(out)
+			if err := withHuddle.WriteTable(out); err != nil {
+				return err
+			}
+			demo.Compare(out, stock, withHuddle)
 			return nil
 		},
 	}
 	f.add(cmd, "fast")
+	cmd.Flags().BoolVar(&stockOnly, "stock-only", false, "show only the stock scheduler's run")
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 )
 
 type runOptions struct {
+	huddle    bool
 	cluster   clusterFlags
 	files     []string
 	output    string
@@ -50,6 +51,7 @@ error, 2 for usage errors.`,
 	}
 	o.cluster.add(cmd, "eks")
 	fs := cmd.Flags()
+	fs.BoolVar(&o.huddle, "huddle", false, "also install and run huddle (cluster-wide mode, webhook over TLS on loopback); needs a huddle checkout or the huddle binary next to huddle-sim")
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "manifest file to apply, - for stdin (repeatable)")
 	fs.StringVarP(&o.output, "output", "o", "table", "report format: table or json")
 	fs.StringVarP(&o.namespace, "namespace", "n", "default", "namespace for objects that name none")
@@ -91,7 +93,7 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	stderr := cmd.ErrOrStderr()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr, Huddle: o.huddle})
 	if err != nil {
 		return interrupted(ctx, err)
 	}

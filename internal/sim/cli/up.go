@@ -12,6 +12,7 @@ import (
 )
 
 type upOptions struct {
+	huddle        bool
 	cluster       clusterFlags
 	files         []string
 	namespace     string
@@ -42,6 +43,7 @@ Simulate failures by annotating nodes:
 	}
 	o.cluster.add(cmd, "eks")
 	fs := cmd.Flags()
+	fs.BoolVar(&o.huddle, "huddle", false, "also install and run huddle (cluster-wide mode, webhook over TLS on loopback); needs a huddle checkout or the huddle binary next to huddle-sim")
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "manifests: Node objects become simulated nodes, the rest is applied (repeatable, - for stdin)")
 	fs.StringVarP(&o.namespace, "namespace", "n", "default", "namespace for objects that name none")
 	fs.StringVar(&o.kubeconfigOut, "kubeconfig-out", "", "also write the admin kubeconfig to this path (removed on exit)")
@@ -70,7 +72,7 @@ func (o *upOptions) run(cmd *cobra.Command) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	stderr := cmd.ErrOrStderr()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr, Huddle: o.huddle})
 	if err != nil {
 		return interrupted(ctx, err)
 	}

@@ -76,3 +76,73 @@ func Explain(w io.Writer, r *report.Report) {
 	fmt.Fprintln(w, "  Nothing in Kubernetes will move them: they hang in ContainerCreating until someone")
 	fmt.Fprintln(w, "  deletes them by hand, and the next rollout splits the pods again.")
 }
+
+// Compare prints the stock and huddle runs side by side.
+func Compare(w io.Writer, stock, huddle *report.Report) {
+	row := func(what, a, b string) { fmt.Fprintf(w, "  %-38s %-22s %s\n", what, a, b) }
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Side by side:")
+	row("", "stock kube-scheduler", "with huddle")
+	s, h := summarize(stock), summarize(huddle)
+	row("pods that mount "+Claim, fmt.Sprint(s.pods), fmt.Sprint(h.pods))
+	row("nodes they were placed on", fmt.Sprint(s.nodes), fmt.Sprint(h.nodes))
+	row("pods hung (not running)", fmt.Sprint(s.stuck), fmt.Sprint(h.stuck))
+	row("FailedAttachVolume events", fmt.Sprint(stock.EventCounts["FailedAttachVolume"]), fmt.Sprint(huddle.EventCounts["FailedAttachVolume"]))
+	row("all Running after", allRunning(stock), allRunning(huddle))
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Where each pod ran:")
+	for i := 0; i < max(len(s.placements), len(h.placements)); i++ {
+		var a, b string
+		if i < len(s.placements) {
+			a = s.placements[i]
+		}
+		if i < len(h.placements) {
+			b = h.placements[i]
+		}
+		fmt.Fprintf(w, "  %-58s %s\n", a, b)
+	}
+}
+
+type summary struct {
+	pods, nodes, stuck int
+	placements         []string
+}
+
+func summarize(r *report.Report) summary {
+	var s summary
+	nodes := map[string]bool{}
+	for _, c := range r.Claims {
+		if c.Namespace+"/"+c.Name != Claim {
+			continue
+		}
+		for _, p := range c.Pods {
+			s.pods++
+			if p.Node != "" {
+				nodes[p.Node] = true
+			}
+			status := "Running"
+			if p.Reason != "" {
+				s.stuck++
+				status = p.Status
+			}
+			// Pod names differ between runs; show the workload.
+			name := p.Name
+			if i := strings.LastIndex(name, "-"); i > 0 {
+				if j := strings.LastIndex(name[:i], "-"); j > 0 {
+					name = name[:j]
+				}
+			}
+			s.placements = append(s.placements, fmt.Sprintf("%s on %s (%s)", name, p.Node, status))
+		}
+	}
+	s.nodes = len(nodes)
+	sort.Strings(s.placements)
+	return s
+}
+
+func allRunning(r *report.Report) string {
+	if r.AllRunning {
+		return fmt.Sprintf("%.1fs", r.SettledAfterSeconds)
+	}
+	return "never"
+}

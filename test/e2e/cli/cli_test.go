@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,15 +50,38 @@ func TestDemoShowsMultiAttach(t *testing.T) {
 		t.Fatalf("demo exit %d\n%s", code, stderr)
 	}
 	for _, w := range []string{
+		"== Self-hosted Sentry with the stock kube-scheduler ==",
 		"CLAIM sentry/sentry-data",
 		"ContainerCreating",
 		`FailedAttachVolume: Multi-Attach error for volume "pvc-`,
 		"Volume is already used by pod(s) sentry-",
 		"are stuck away from it",
+		"== Self-hosted Sentry with huddle ==",
+		"Side by side:",
 	} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("demo output lacks %q:\n%s", w, stdout)
 		}
+	}
+	// The side-by-side rows: "<what>  <stock>  <huddle>".
+	row := func(what string) (stock, huddle string) {
+		m := regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(what) + `\s+(\S+)\s+(\S+)$`).FindStringSubmatch(stdout)
+		if m == nil {
+			t.Fatalf("no side-by-side row %q:\n%s", what, stdout)
+		}
+		return m[1], m[2]
+	}
+	if s, h := row("pods hung (not running)"); s == "0" || h != "0" {
+		t.Errorf("pods hung: stock %s, huddle %s; want some with the stock scheduler and none with huddle", s, h)
+	}
+	if _, h := row("nodes they were placed on"); h != "1" {
+		t.Errorf("with huddle the pods ran on %s nodes, want 1", h)
+	}
+	if _, h := row("FailedAttachVolume events"); h != "0" {
+		t.Errorf("with huddle %s FailedAttachVolume events, want 0", h)
+	}
+	if s, h := row("all Running after"); s != "never" || !strings.HasSuffix(h, "s") {
+		t.Errorf("all Running after: stock %s, huddle %s", s, h)
 	}
 }
 
@@ -151,8 +175,8 @@ spec:
 // files.
 func TestUpBootsAndCleansUp(t *testing.T) {
 	cmd := exec.Command(binary, "up", "--timing", "fast", "--nodes", "2")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +199,11 @@ func TestUpBootsAndCleansUp(t *testing.T) {
 	case <-time.After(5 * time.Minute):
 		t.Fatalf("up printed no kubeconfig:\n%s", stderr.String())
 	}
-	m := regexp.MustCompile(`Cluster ready in ([0-9.]+)s`).FindStringSubmatch(stderr.String())
+	// stderr arrives through its own pipe and may lag stdout a little.
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); m == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		m = regexp.MustCompile(`Cluster ready in ([0-9.]+)s`).FindStringSubmatch(stderr.String())
+	}
 	if m == nil {
 		t.Fatalf("up did not report its boot time:\n%s", stderr.String())
 	}
@@ -203,6 +231,24 @@ func TestUpBootsAndCleansUp(t *testing.T) {
 	if _, err := client.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{}); err == nil {
 		t.Error("the API server still answers after up stopped")
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a process writes it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func huddleSim(t *testing.T, stdin *strings.Reader, args ...string) (string, string, int) {
