@@ -121,7 +121,7 @@ func Decide(in *Input) Decision {
 
 	// No home: one member at a time; the first placed sets the home.
 	for _, c := range shared {
-		if c.Placing != "" && c.Placing != in.Pod.Name {
+		if c.Placing != "" && c.Placing != in.Pod.Name && c.placingInFlight() {
 			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonFollowing,
 				Message: fmt.Sprintf("claim %s has no home yet; waiting for member %s, released first, to set it", c.Key, c.Placing)}
 		}
@@ -139,6 +139,18 @@ func Decide(in *Input) Decision {
 			Message: fmt.Sprintf("claim %s has no home yet; member %s is placed first and the rest follow it", shared[0].Key, first)}
 	}
 	return candidates(in, shared)
+}
+
+// placingInFlight: the member recorded as placed first still exists and
+// may yet set the home. A recorded member that is gone or terminating (a
+// drain, a rollout) no longer holds the others.
+func (c *Claim) placingInFlight() bool {
+	for i := range c.Members {
+		if m := &c.Members[i]; m.Name == c.Placing {
+			return m.live() && !m.Terminating
+		}
+	}
+	return false
 }
 
 // unavailable says why a home node cannot take new pods, or "" if it can.

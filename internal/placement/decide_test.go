@@ -180,7 +180,8 @@ func TestMaxCandidates(t *testing.T) {
 
 // TestPlacingMarkerHolds: with another member recorded as placing, a
 // fresh huddle's member waits even if its own cache shows nothing in
-// flight; the recorded member itself proceeds.
+// flight; the recorded member itself proceeds; a record of a member that
+// left holds nobody.
 func TestPlacingMarkerHolds(t *testing.T) {
 	c := claim("ns/data", gated("p", 9), gated("q", 1))
 	c.Placing = "q"
@@ -190,5 +191,16 @@ func TestPlacingMarkerHolds(t *testing.T) {
 	c.Placing = "p"
 	if d := Decide(input(gated("p", 9), nodeList{node("n1")}, c)); d.Action != PinCandidates {
 		t.Fatalf("p recorded as placing: %s %s", d.Action, d.Message)
+	}
+	// A recorded member that is gone or terminating (its node was
+	// drained) holds nobody.
+	for _, c := range []Claim{
+		claim("ns/data", gated("p", 9)),
+		claim("ns/data", gated("p", 9), bound("old", "n2").terminating()),
+	} {
+		c.Placing = "old"
+		if d := Decide(input(gated("p", 9), nodeList{node("n1"), node("n2").cordoned()}, c)); d.Action != PinCandidates {
+			t.Fatalf("recorded member gone or terminating: %s %s", d.Action, d.Message)
+		}
 	}
 }
