@@ -122,23 +122,28 @@ func Decide(in *Input) Decision {
 	// No home: one member at a time; the first placed sets the home.
 	for _, c := range shared {
 		if c.Placing != "" && c.Placing != in.Pod.Name && c.placingInFlight() {
-			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonFollowing,
-				Message: fmt.Sprintf("claim %s has no home yet; waiting for member %s, released first, to set it", c.Key, c.Placing)}
+			return following(c.Key, c.Placing)
 		}
 		for i := range c.Members {
 			m := &c.Members[i]
 			if m.Name == in.Pod.Name || !m.live() || m.Node != "" || m.Gated {
 				continue
 			}
-			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonFollowing,
-				Message: fmt.Sprintf("claim %s has no home yet; waiting for member %s, being scheduled now, to set it", c.Key, m.Name)}
+			return following(c.Key, m.Name)
 		}
 	}
 	if first := oldestGated(shared); first != in.Pod.Name {
-		return Decision{Action: Hold, Claim: shared[0].Key, Reason: ReasonFollowing,
-			Message: fmt.Sprintf("claim %s has no home yet; member %s is placed first and the rest follow it", shared[0].Key, first)}
+		return following(shared[0].Key, first)
 	}
 	return candidates(in, shared)
+}
+
+// following holds a member of a huddle with no home behind the member
+// placed first. The message is the same whatever stage the first member is
+// at, so a waiting pod is annotated once, not once per stage.
+func following(claim, first string) Decision {
+	return Decision{Action: Hold, Claim: claim, Reason: ReasonFollowing,
+		Message: fmt.Sprintf("claim %s has no home yet; member %s is placed first and the rest follow it to its node", claim, first)}
 }
 
 // placingInFlight: the member recorded as placed first still exists and

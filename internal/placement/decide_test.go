@@ -113,7 +113,7 @@ func TestDecide(t *testing.T) {
 		{"fresh: not the oldest member waits", input(gated("young", 0), three(), claim("ns/data", gated("young", 0), gated("elder", 9))),
 			Hold, "", ReasonFollowing, false, "member elder is placed first"},
 		{"fresh: a member being scheduled sets the home", input(p, three(), claim("ns/data", p, gated("q", 5).ungated())),
-			Hold, "", ReasonFollowing, false, "waiting for member q"},
+			Hold, "", ReasonFollowing, false, "member q is placed first"},
 		{"fresh: no node fits: where most fits, Fits=False",
 			input(p, nodeList{node("n1").used(1000), node("n2").used(2000), node("n3").used(1000)},
 				claim("ns/data", p, gated("q", 0).requests(3500))), // 4 CPU
@@ -185,7 +185,7 @@ func TestMaxCandidates(t *testing.T) {
 func TestPlacingMarkerHolds(t *testing.T) {
 	c := claim("ns/data", gated("p", 9), gated("q", 1))
 	c.Placing = "q"
-	if d := Decide(input(gated("p", 9), nodeList{node("n1")}, c)); d.Action != Hold || !strings.Contains(d.Message, "member q, released first") {
+	if d := Decide(input(gated("p", 9), nodeList{node("n1")}, c)); d.Action != Hold || !strings.Contains(d.Message, "member q is placed first") {
 		t.Fatalf("p: %s %s", d.Action, d.Message)
 	}
 	c.Placing = "p"

@@ -123,7 +123,8 @@ func (a *Attacher) sync(ctx context.Context, name string) error {
 	if err != nil {
 		va.Status.Attached = false
 		va.Status.AttachError = &storagev1.VolumeError{Time: metav1.Now(), Message: fmt.Sprintf("rpc error: code = Internal desc = Could not attach volume %q to node %q: %v", volumeID, va.Spec.NodeName, err)}
-		if _, uerr := a.client.StorageV1().VolumeAttachments().UpdateStatus(ctx, va, metav1.UpdateOptions{}); uerr != nil {
+		// A conflict only means the object moved on; the retry records it.
+		if _, uerr := a.client.StorageV1().VolumeAttachments().UpdateStatus(ctx, va, metav1.UpdateOptions{}); uerr != nil && !apierrors.IsConflict(uerr) {
 			utilruntime.HandleErrorWithContext(ctx, uerr, "Record attach error", "volumeAttachment", name)
 		}
 		return err

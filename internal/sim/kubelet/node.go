@@ -294,12 +294,14 @@ func (p *Pool) heartbeats(ctx context.Context) {
 	}
 }
 
+// poweredNodes are the registered nodes that are powered on; a node still
+// registering (no lease yet) is left to register.
 func (p *Pool) poweredNodes() []*node {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]*node, 0, len(p.nodes))
 	for _, n := range p.nodes {
-		if n.powered {
+		if n.powered && n.lease != nil {
 			out = append(out, n)
 		}
 	}

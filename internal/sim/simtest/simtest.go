@@ -157,7 +157,9 @@ func New(t testing.TB) *Env {
 // kubelet.NodeSpec (4 CPU, 16Gi, us-east-1a).
 type NodeOptions struct {
 	CPU, Memory string
-	Zone        string
+	// Pods is the pod capacity (kubelet's max-pods); 0 means 58.
+	Pods int64
+	Zone string
 	// Zones, if set, are used round-robin instead of Zone.
 	Zones []string
 }
@@ -186,6 +188,7 @@ func (e *Env) AddNodes(n int, o NodeOptions) []string {
 		if o.Memory != "" {
 			spec.Memory = mustQuantity(o.Memory)
 		}
+		spec.Pods = o.Pods
 		if err := e.Cluster.Kubelets.AddNode(e.Ctx, spec); err != nil {
 			e.T.Fatalf("add node: %v", err)
 		}

@@ -1,0 +1,328 @@
+// Package bench measures what huddle costs a pod in the simulator: the
+// start latency it adds to pods of shared claims (create to bound, next to
+// the stock scheduler's pods of unshared claims, interleaved in one run)
+// and its webhook's admission latency under load.
+//
+//	go test -run '^$' -bench . -benchtime 1x ./test/bench/
+//	go test -run '^$' -bench PodStart -benchtime 1x ./test/bench/ -args -pods 400
+//
+// Without -bench the package boots nothing and runs nothing.
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/huddle-io/huddle/internal/placement"
+	"github.com/huddle-io/huddle/internal/scope"
+	"github.com/huddle-io/huddle/internal/sim/simtest"
+)
+
+var (
+	podsPerArm = flag.Int("pods", 200, "pods created per arm (stock and huddle) in each latency benchmark")
+	groupSize  = flag.Int("group", 4, "pods per claim: the size of each huddle")
+	createRate = flag.Float64("rate", 40, "pod creations per second, both arms together")
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		os.Exit(m.Run())
+	}
+	os.Exit(simtest.Main(m, simtest.Options{Huddle: true}))
+}
+
+// BenchmarkPodStartLatency creates pods of shared claims (gated by huddle,
+// pinned, released) and, interleaved with them, as many pods of claims
+// opted out of huddle (the stock path), and reports the time from create
+// to bound of each arm: median, p90, p99, and huddle's added median.
+//
+//   - fresh: every claim is new, so each huddle is placed from scratch:
+//     its oldest member first, the rest once it is bound;
+//   - home: each claim already has a running member, so every new pod is
+//     pinned to that home (scale-ups and rollouts).
+func BenchmarkPodStartLatency(b *testing.B) {
+	env := simtest.New(b)
+	env.AddNodes(16, simtest.NodeOptions{CPU: "32", Memory: "128Gi", Pods: 250})
+	lat := newLatencies(env)
+	rounds := 0
+	for _, home := range []bool{false, true} {
+		name := "fresh"
+		if home {
+			name = "home"
+		}
+		b.Run(name, func(b *testing.B) {
+			stock, huddled, gated, scheduled := &samples{}, &samples{}, &samples{}, &samples{}
+			webhook := webhookMetrics(env)
+			for b.Loop() {
+				rounds++ // names stay unique across -count runs
+				r := lat.round(b, fmt.Sprintf("%s%d", name, rounds), home)
+				stock.add(r.stock...)
+				gated.add(r.gated...)
+				scheduled.add(r.scheduled...)
+				huddled.add(r.huddle...)
+			}
+			webhook = webhookMetrics(env).since(webhook)
+			report(b, stock, huddled, gated, scheduled, webhook)
+		})
+	}
+}
+
+// samples are latencies.
+type samples struct{ d []time.Duration }
+
+func (s *samples) add(d ...time.Duration) { s.d = append(s.d, d...) }
+
+// q is the q-quantile (nearest rank).
+func (s *samples) q(q float64) time.Duration {
+	if len(s.d) == 0 {
+		return 0
+	}
+	sort.Slice(s.d, func(i, j int) bool { return s.d[i] < s.d[j] })
+	i := int(q*float64(len(s.d))+0.999999) - 1
+	return s.d[max(0, min(i, len(s.d)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func report(b *testing.B, stock, huddled, gated, scheduled *samples, w webhookLatency) {
+	b.ReportMetric(ms(stock.q(0.5)), "stock-p50-ms")
+	b.ReportMetric(ms(huddled.q(0.5)), "huddle-p50-ms")
+	b.ReportMetric(ms(huddled.q(0.5)-stock.q(0.5)), "added-p50-ms")
+	b.ReportMetric(ms(stock.q(0.99)), "stock-p99-ms")
+	b.ReportMetric(ms(huddled.q(0.99)), "huddle-p99-ms")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("create to bound, %d pods per arm in claims of %d, %.0f creations/s:", len(stock.d), *groupSize, *createRate)
+	b.Logf("  %-8s %9s %9s %9s %9s", "", "p50", "p90", "p99", "max")
+	for _, a := range []struct {
+		name string
+		s    *samples
+	}{{"stock", stock}, {"huddle", huddled}, {"  gated", gated}, {"  sched", scheduled}} {
+		b.Logf("  %-8s %9s %9s %9s %9s", a.name, a.s.q(0.5).Round(time.Millisecond), a.s.q(0.9).Round(time.Millisecond),
+			a.s.q(0.99).Round(time.Millisecond), a.s.q(1).Round(time.Millisecond))
+	}
+	b.Logf("  (huddle pods: gated = create to gate removed, huddle's share; sched = gate removed to bound)")
+	b.Logf("huddle's webhook meanwhile, %d calls:", w.apiserver.count)
+	b.Logf("  as kube-apiserver timed it (call, TLS, transport): %5.1f%% within 5ms, %5.1f%% within 25ms", w.apiserver.within(0.005), w.apiserver.within(0.025))
+	b.Logf("  as huddle's handler timed it:                      %5.1f%% within 1ms, %5.1f%% within 10ms", w.handler.within(0.001), w.handler.within(0.01))
+}
+
+// latencies runs rounds of pod creations in one namespace.
+type latencies struct {
+	env *simtest.Env
+
+	mu    sync.Mutex
+	bound    map[string]time.Time // pod name -> first seen bound
+	released map[string]time.Time // pod name -> first seen without huddle's gate
+}
+
+func newLatencies(env *simtest.Env) *latencies {
+	l := &latencies{env: env, bound: map[string]time.Time{}, released: map[string]time.Time{}}
+	factory := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(env.Namespace))
+	seen := func(obj any) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		now := time.Now()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if _, ok := l.released[p.Name]; !ok && !placement.HasGate(p) {
+			l.released[p.Name] = now
+		}
+		if _, ok := l.bound[p.Name]; !ok && p.Spec.NodeName != "" {
+			l.bound[p.Name] = now
+		}
+	}
+	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    seen,
+		UpdateFunc: func(_, obj any) { seen(obj) },
+	})
+	factory.Start(env.Ctx.Done())
+	factory.WaitForCacheSync(env.Ctx.Done())
+	return l
+}
+
+type roundResult struct {
+	stock, huddle []time.Duration
+	// gated is huddle's share of each huddle pod's latency (create to
+	// gate removed), scheduled the scheduler's (gate removed to bound).
+	gated, scheduled []time.Duration
+}
+
+// round creates *podsPerArm pods per arm, in claims of *groupSize,
+// interleaving the arms, and returns each pod's create-to-bound latency.
+// With home, each claim first gets one running member, unmeasured.
+func (l *latencies) round(b *testing.B, tag string, home bool) roundResult {
+	b.StopTimer()
+	claims := (*podsPerArm + *groupSize - 1) / *groupSize
+	arms := []string{"huddle", "stock"}
+	for _, arm := range arms {
+		for c := range claims {
+			l.claim(b, fmt.Sprintf("%s-%s-%d", tag, arm, c), arm == "stock")
+		}
+	}
+	l.env.Eventually("claims bound", time.Minute, func() error {
+		list, err := l.env.Client.CoreV1().PersistentVolumeClaims(l.env.Namespace).List(l.env.Ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range list.Items {
+			if strings.HasPrefix(c.Name, tag+"-") && c.Status.Phase != corev1.ClaimBound {
+				return fmt.Errorf("claim %s is %s", c.Name, c.Status.Phase)
+			}
+		}
+		return nil
+	})
+	if home {
+		var anchors []string
+		for _, arm := range arms {
+			for c := range claims {
+				name := fmt.Sprintf("%s-%s-%d-anchor", tag, arm, c)
+				l.create(b, name, fmt.Sprintf("%s-%s-%d", tag, arm, c))
+				anchors = append(anchors, name)
+			}
+		}
+		l.wait(b, anchors)
+	}
+	b.StartTimer()
+
+	created := map[string]time.Time{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Duration(float64(time.Second) / *createRate))
+	defer tick.Stop()
+	var names []string
+	for i := range *podsPerArm {
+		for _, arm := range arms {
+			claim := fmt.Sprintf("%s-%s-%d", tag, arm, i / *groupSize)
+			name := fmt.Sprintf("%s-%d", claim, i%*groupSize)
+			names = append(names, name)
+			<-tick.C
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				start := time.Now()
+				l.create(b, name, claim)
+				mu.Lock()
+				created[name] = start
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	l.wait(b, names)
+	b.StopTimer()
+
+	var r roundResult
+	l.mu.Lock()
+	for _, name := range names {
+		d := l.bound[name].Sub(created[name])
+		if strings.Contains(name, "-stock-") {
+			r.stock = append(r.stock, d)
+		} else {
+			r.huddle = append(r.huddle, d)
+			r.gated = append(r.gated, l.released[name].Sub(created[name]))
+			r.scheduled = append(r.scheduled, l.bound[name].Sub(l.released[name]))
+		}
+	}
+	l.mu.Unlock()
+	l.cleanup(tag)
+	b.StartTimer()
+	return r
+}
+
+// claim creates a ReadWriteOnce EBS volume and its claim, bound to each
+// other up front so provisioning does not enter the figures. Stock claims
+// are opted out of huddle.
+func (l *latencies) claim(b *testing.B, name string, optOut bool) {
+	env := l.env
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: env.Namespace + "-" + name, Labels: map[string]string{"bench": env.Namespace}},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{
+				Driver: "ebs.csi.aws.com", VolumeHandle: "vol-" + name}},
+			ClaimRef:                      &corev1.ObjectReference{Namespace: env.Namespace, Name: name},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelTopologyZone, Operator: corev1.NodeSelectorOpIn, Values: []string{"us-east-1a"}}},
+			}}}},
+		},
+	}
+	if _, err := env.Client.CoreV1().PersistentVolumes().Create(env.Ctx, pv, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	c := env.Claim(name)
+	c.Spec.StorageClassName = new(string)
+	c.Spec.VolumeName = pv.Name
+	if optOut {
+		c.Annotations = map[string]string{scope.AnnotationShare: "false"}
+	}
+	if _, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Create(env.Ctx, c, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func (l *latencies) create(b *testing.B, name, claim string) {
+	env := l.env
+	p := env.Pod(name, claim)
+	p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("10m")
+	if _, err := env.Client.CoreV1().Pods(env.Namespace).Create(env.Ctx, p, metav1.CreateOptions{}); err != nil {
+		b.Errorf("create pod %s: %v", name, err)
+	}
+}
+
+// wait until every named pod has been seen bound.
+func (l *latencies) wait(b *testing.B, names []string) {
+	l.env.Eventually(fmt.Sprintf("%d pods bound", len(names)), 5*time.Minute, func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		missing := 0
+		for _, n := range names {
+			if _, ok := l.bound[n]; !ok {
+				missing++
+			}
+		}
+		if missing > 0 {
+			return fmt.Errorf("%d of %d not bound yet", missing, len(names))
+		}
+		return nil
+	})
+}
+
+// cleanup deletes a round's pods and claims at once, so rounds do not fill
+// the nodes; the volumes are deleted by their reclaim policy.
+func (l *latencies) cleanup(tag string) {
+	env := l.env
+	zero := metav1.DeleteOptions{GracePeriodSeconds: new(int64)}
+	pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err == nil {
+		for _, p := range pods.Items {
+			if strings.HasPrefix(p.Name, tag+"-") {
+				_ = env.Client.CoreV1().Pods(env.Namespace).Delete(env.Ctx, p.Name, zero)
+			}
+		}
+	}
+	claims, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err == nil {
+		for _, c := range claims.Items {
+			if strings.HasPrefix(c.Name, tag+"-") {
+				_ = env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Delete(env.Ctx, c.Name, metav1.DeleteOptions{})
+			}
+		}
+	}
+}
