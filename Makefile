@@ -29,6 +29,11 @@ test: sim-build ## Run every test: unit, and scenarios against the simulated clu
 test-unit: ## Run the tests that need no cluster
 	$(GO) test ./internal/...
 
+.PHONY: bench
+bench: sim-build ## Run the benchmarks: placement, webhook, and pod start latency in the simulator (~4 min)
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./internal/placement/ ./internal/webhook/
+	$(GO) test -run '^$$' -bench . -benchtime 5s -count 3 ./test/bench/
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w on the files above"; exit 1; }

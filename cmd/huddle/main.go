@@ -52,6 +52,8 @@ func main() {
 		missingGrace    = flag.Duration("missing-claim-grace", 30*time.Second, "how long a pod waits for a claim that does not exist before it is released anyway")
 		maxCandidates   = flag.Int("max-candidates", 16, "most nodes a fresh huddle's first member is pinned to")
 		workers         = flag.Int("workers", 4, "concurrent reconciles per controller")
+		qps             = flag.Float64("kube-api-qps", 100, "steady rate of requests to the API server")
+		burst           = flag.Int("kube-api-burst", 200, "requests to the API server allowed in a burst above --kube-api-qps")
 		certRotateCheck = flag.Duration("cert-check-interval", 12*time.Hour, "how often the webhook certificate is checked for rotation")
 	)
 	opts := zap.Options{Development: false}
@@ -64,6 +66,7 @@ func main() {
 		webhookURL: *webhookURL, webhookName: *webhookName, certDir: *certDir, dnsName: *dnsName,
 		metricsAddr: *metricsAddr, probeAddr: *probeAddr, leaderElect: *leaderElect,
 		missingGrace: *missingGrace, maxCandidates: *maxCandidates, workers: *workers, certRotateCheck: *certRotateCheck,
+		qps: float32(*qps), burst: *burst,
 	}); err != nil {
 		log.Error(err, "huddle stopped")
 		os.Exit(1)
@@ -80,6 +83,8 @@ type runConfig struct {
 	missingGrace                             time.Duration
 	maxCandidates, workers                   int
 	certRotateCheck                          time.Duration
+	qps                                      float32
+	burst                                    int
 }
 
 func run(c runConfig) error {
@@ -111,7 +116,7 @@ func run(c runConfig) error {
 		}
 	}
 	cfg := ctrl.GetConfigOrDie()
-	cfg.QPS, cfg.Burst = 100, 200
+	cfg.QPS, cfg.Burst = c.qps, c.burst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: c.metricsAddr},

@@ -47,6 +47,10 @@ type Placer struct {
 // watches changed.
 const recheck = 30 * time.Second
 
+// quietFollow is how long a member of a new huddle may wait for the first
+// member before the wait is written on the pod and in an event.
+const quietFollow = 5 * time.Second
+
 // Reconcile places one pod.
 func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pod := &corev1.Pod{}
@@ -79,6 +83,12 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	logger := log.FromContext(ctx).WithValues("action", d.Action, "reason", d.Reason, "claim", d.Claim)
 
 	if d.Action == placement.Hold {
+		if age := in.Now.Sub(pod.CreationTimestamp.Time); d.Reason == placement.ReasonFollowing && age < quietFollow {
+			// Following the first member takes a scheduling cycle; say so
+			// on the pod only if it takes longer, and spare the API server
+			// two writes per member of every new huddle.
+			return ctrl.Result{RequeueAfter: quietFollow - age}, nil
+		}
 		if pod.Annotations[placement.AnnotationHeld] != d.Message {
 			updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
 			if err := r.Client.Update(ctx, updated); err != nil {

@@ -36,7 +36,14 @@ type Status struct {
 
 	mu     sync.Mutex
 	phases map[string]huddlev1.Phase // claim key -> phase, for the gauge
+	// written is when each Huddle's status was last written: writes are
+	// spaced by statusSpacing so a burst of member changes costs one
+	// write, not one per change.
+	written map[string]time.Time
 }
+
+// statusSpacing is the least time between two status writes of a Huddle.
+const statusSpacing = time.Second
 
 // resync is how often a Huddle's status is recomputed without a change.
 const resync = time.Minute
@@ -99,6 +106,9 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	if equality.Semantic.DeepEqual(&hud.Status, want) {
 		r.setPhase(f.Key, want.Phase)
 		return ctrl.Result{RequeueAfter: resync}, nil
+	}
+	if wait := r.spacing(f.Key); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	old := hud.Status
 	hud = hud.DeepCopy()
@@ -267,16 +277,34 @@ func (r *Status) setPhase(key string, p huddlev1.Phase) {
 	if r.phases == nil {
 		r.phases = map[string]huddlev1.Phase{}
 	}
+	old, known := r.phases[key]
+	if known && old == p {
+		return
+	}
+	if known {
+		huddlesByPhase.WithLabelValues(string(old)).Dec()
+	}
 	if p == "" {
 		delete(r.phases, key)
-	} else {
-		r.phases[key] = p
+		delete(r.written, key)
+		return
 	}
-	counts := map[huddlev1.Phase]float64{}
-	for _, ph := range r.phases {
-		counts[ph]++
+	r.phases[key] = p
+	huddlesByPhase.WithLabelValues(string(p)).Inc()
+}
+
+// spacing returns how long to wait before the status of the Huddle of key
+// may be written again, and if none, records a write now.
+func (r *Status) spacing(key string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.written == nil {
+		r.written = map[string]time.Time{}
 	}
-	for _, ph := range []huddlev1.Phase{huddlev1.PhasePlacing, huddlev1.PhaseHuddled, huddlev1.PhasePending, huddlev1.PhaseSplit, huddlev1.PhaseMoving, huddlev1.PhaseDegraded} {
-		huddlesByPhase.WithLabelValues(string(ph)).Set(counts[ph])
+	now := time.Now()
+	if wait := r.written[key].Add(statusSpacing).Sub(now); wait > 0 {
+		return wait
 	}
+	r.written[key] = now
+	return 0
 }
