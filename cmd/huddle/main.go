@@ -52,6 +52,9 @@ func main() {
 		missingGrace    = flag.Duration("missing-claim-grace", 30*time.Second, "how long a pod waits for a claim that does not exist before it is released anyway")
 		maxCandidates   = flag.Int("max-candidates", 16, "most nodes a fresh huddle's first member is pinned to")
 		workers         = flag.Int("workers", 4, "concurrent reconciles per controller")
+		failover        = flag.Bool("failover", false, "fence a NotReady home node that the cloud reports shut down (taint "+controller.TaintShutdown+") with node.kubernetes.io/out-of-service, so its volumes detach at once instead of after 6 minutes; never an unreachable one")
+		evictionRate    = flag.Float64("max-evictions-per-second", 5, "cluster-wide limit of repair's evictions (each huddle also has its own: a burst of 10, then one per 2s)")
+		movesPerHour    = flag.Int("max-moves-per-hour", 6, "most whole-huddle moves (spec.move: WhenStuck) of one huddle per hour")
 		qps             = flag.Float64("kube-api-qps", 100, "steady rate of requests to the API server")
 		burst           = flag.Int("kube-api-burst", 200, "requests to the API server allowed in a burst above --kube-api-qps")
 		certRotateCheck = flag.Duration("cert-check-interval", 12*time.Hour, "how often the webhook certificate is checked for rotation")
@@ -66,7 +69,8 @@ func main() {
 		webhookURL: *webhookURL, webhookName: *webhookName, certDir: *certDir, dnsName: *dnsName,
 		metricsAddr: *metricsAddr, probeAddr: *probeAddr, leaderElect: *leaderElect,
 		missingGrace: *missingGrace, maxCandidates: *maxCandidates, workers: *workers, certRotateCheck: *certRotateCheck,
-		qps: float32(*qps), burst: *burst,
+		qps: float32(*qps), burst: *burst, failover: *failover, evictionsPerSecond: *evictionRate,
+		maxMovesPerHour: *movesPerHour,
 	}); err != nil {
 		log.Error(err, "huddle stopped")
 		os.Exit(1)
@@ -85,6 +89,9 @@ type runConfig struct {
 	certRotateCheck                          time.Duration
 	qps                                      float32
 	burst                                    int
+	failover                                 bool
+	evictionsPerSecond                       float64
+	maxMovesPerHour                          int
 }
 
 func run(c runConfig) error {
@@ -163,7 +170,8 @@ func run(c runConfig) error {
 	}
 
 	sc := scope.Scope{ClusterWide: c.clusterWide, Excluded: []string{c.namespace}}
-	if err := controller.Setup(ctx, mgr, controller.Options{Scope: sc, MissingClaimGrace: c.missingGrace, MaxCandidates: c.maxCandidates, Workers: c.workers}); err != nil {
+	if err := controller.Setup(ctx, mgr, controller.Options{Scope: sc, MissingClaimGrace: c.missingGrace, MaxCandidates: c.maxCandidates, Workers: c.workers,
+		EvictionsPerSecond: c.evictionsPerSecond, Failover: c.failover, MaxMovesPerHour: c.maxMovesPerHour}); err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
 	}
 	// The webhook reads namespaces and claims from the cache only: start

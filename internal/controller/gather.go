@@ -105,6 +105,9 @@ func (g *Gatherer) Claim(ctx context.Context, namespace, name string) (*ClaimFac
 		f.Huddle = hud
 		f.Headroom = placement.FromList(hud.Spec.Headroom.List())
 		f.Placing = placingOf(hud, time.Now())
+		if mv := hud.Status.LastMove; mv != nil && mv.Finished == nil {
+			f.MoveTarget = mv.To
+		}
 	} else if !apierrors.IsNotFound(err) {
 		return nil, err
 	}
@@ -192,13 +195,21 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]
 		Node:        p.Spec.NodeName,
 		Gated:       placement.HasGate(p),
 		Pinned:      p.Annotations[placement.AnnotationPinnedBy] != "",
+		PinnedTo:    placement.PinnedNode(p.Annotations[placement.AnnotationPinnedBy]),
+		Running:     p.Status.Phase == corev1.PodRunning,
 		Done:        p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed,
 		Terminating: p.DeletionTimestamp != nil,
+		Controlled:  metav1.GetControllerOf(p) != nil,
 		Requests:    Requests(p),
 		Constraints: &placement.Constraints{NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations},
 	}
 	if a := p.Spec.Affinity; a != nil && a.NodeAffinity != nil {
-		m.Constraints.Affinity = a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+		m.Constraints.Affinity = placement.Unpinned(a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution, p.Annotations[placement.AnnotationPinnedBy])
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable && p.Spec.NodeName == "" {
+			m.UnschedulableSince = c.LastTransitionTime.Time
+		}
 	}
 	key, owner, ok := g.owner(ctx, p)
 	if ok {

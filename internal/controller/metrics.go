@@ -21,8 +21,25 @@ var (
 		Name: "huddle_huddles",
 		Help: "Huddles by phase.",
 	}, []string{"phase"})
+	evictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "huddle_evictions_total",
+		Help: "Evictions of members away from home, by result (evicted, refused, error).",
+	}, []string{"result"})
+	fences = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "huddle_fences_total",
+		Help: "Out-of-service taints added to (fence) and removed from (unfence) shut-down home nodes.",
+	}, []string{"action"})
+	moves = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "huddle_moves_total",
+		Help: "Whole-huddle moves by step (Start, Retarget, Finish, Abandon).",
+	}, []string{"action"})
+	recovery = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "huddle_recovery_seconds",
+		Help:    "Time from a huddle leaving Huddled (a disruption) to every member running at home again.",
+		Buckets: []float64{1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200},
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(placementLatency, decisions, huddlesByPhase)
+	metrics.Registry.MustRegister(placementLatency, decisions, huddlesByPhase, evictions, fences, moves, recovery)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -32,6 +33,13 @@ import (
 // indexGated indexes pods that carry huddle's gate.
 const indexGated = "huddle.io/gated"
 
+// IndexHuddleHome indexes Huddles by status.home, IndexAttachmentNode
+// VolumeAttachments by node.
+const (
+	IndexHuddleHome     = "huddle.io/home"
+	IndexAttachmentNode = "huddle.io/node"
+)
+
 // Options configure the controllers.
 type Options struct {
 	Scope             scope.Scope
@@ -39,7 +47,20 @@ type Options struct {
 	MaxCandidates     int
 	// Workers is the number of concurrent reconciles per controller.
 	Workers int
+	// EvictionsPerSecond limits repair's evictions cluster-wide.
+	EvictionsPerSecond float64
+	// Failover fences shut-down home nodes with the out-of-service taint.
+	Failover bool
+	// MaxMovesPerHour caps each huddle's moves.
+	MaxMovesPerHour int
 }
+
+// Per-huddle eviction limits: a burst for a split huddle, then one every
+// few seconds, so a huddle that keeps splitting cannot evict in a loop.
+const (
+	perHuddleEvictionBurst = 10
+	perHuddleEvictionEvery = 2 * time.Second
+)
 
 // Setup registers the indexes, the cluster tracker and both controllers.
 func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
@@ -56,6 +77,22 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return err
 	}
 	if err := idx.IndexField(ctx, &storagev1.VolumeAttachment{}, IndexAttachmentPV, AttachmentPV); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &storagev1.VolumeAttachment{}, IndexAttachmentNode, func(o client.Object) []string {
+		if va, ok := o.(*storagev1.VolumeAttachment); ok {
+			return []string{va.Spec.NodeName}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &huddlev1.Huddle{}, IndexHuddleHome, func(o client.Object) []string {
+		if h, ok := o.(*huddlev1.Huddle); ok && h.Status.Home != "" {
+			return []string{h.Status.Home}
+		}
+		return nil
+	}); err != nil {
 		return err
 	}
 	cluster := NewCluster()
@@ -87,6 +124,31 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Complete(placer)
 	if err != nil {
 		return err
+	}
+	keeper := &Keeper{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"),
+		Evictions: rate.NewLimiter(rate.Limit(o.EvictionsPerSecond), max(1, int(o.EvictionsPerSecond*2))),
+		PerHuddle: func() *rate.Limiter {
+			return rate.NewLimiter(rate.Every(perHuddleEvictionEvery), perHuddleEvictionBurst)
+		}}
+	err = ctrl.NewControllerManagedBy(mgr).Named("repair").
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.claimsOfPod)).
+		Watches(&huddlev1.Huddle{}, &handler.EnqueueRequestForObject{}).
+		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.claimOfAttachment)).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.huddlesAt), builder.WithPredicates(nodeSchedulingChanged)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(keeper)
+	if err != nil {
+		return err
+	}
+	if o.Failover {
+		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle")}
+		err = ctrl.NewControllerManagedBy(mgr).Named("failover").
+			For(&corev1.Node{}, builder.WithPredicates(nodeHealthChanged)).
+			Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(nodeOfAttachment)).
+			Complete(fencer)
+		if err != nil {
+			return err
+		}
 	}
 	status := &Status{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), MaxCandidates: o.MaxCandidates}
 	return ctrl.NewControllerManagedBy(mgr).Named("huddle-status").
@@ -182,6 +244,19 @@ func (m *mapper) claimOfAttachment(ctx context.Context, o client.Object) []recon
 		return []reconcile.Request{{NamespacedName: c}}
 	}
 	return nil
+}
+
+// huddlesAt maps a node to the Huddles whose home it is.
+func (m *mapper) huddlesAt(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &huddlev1.HuddleList{}
+	if err := m.reader.List(ctx, list, client.MatchingFields{IndexHuddleHome: o.GetName()}); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return out
 }
 
 func (m *mapper) claimsOfPod(_ context.Context, o client.Object) []reconcile.Request {

@@ -101,6 +101,9 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 	}
 	want.Phase = phase(a, homeReady, atHome, want.MemberCount)
+	if mv := want.LastMove; mv != nil && mv.Finished == nil {
+		want.Phase = huddlev1.PhaseMoving
+	}
 	setConditions(want, f.Key, a, atHome)
 
 	if equality.Semantic.DeepEqual(&hud.Status, want) {
@@ -111,6 +114,7 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	old := hud.Status
+	observeRecovery(&old, want)
 	hud = hud.DeepCopy()
 	hud.Status = *want
 	if err := r.Client.Status().Update(ctx, hud); err != nil {
@@ -169,8 +173,19 @@ func setConditions(s *huddlev1.HuddleStatus, key string, a placement.Assessment,
 		}
 	}
 	meta.SetStatusCondition(&s.Conditions, fits)
-	meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: huddlev1.ConditionMoving, Status: metav1.ConditionFalse, Reason: "NotMoving",
-		Message: "The huddle is not moving.", ObservedGeneration: s.ObservedGeneration})
+	moving := metav1.Condition{Type: huddlev1.ConditionMoving, Status: metav1.ConditionFalse, Reason: "NotMoving",
+		Message: "The huddle is not moving.", ObservedGeneration: s.ObservedGeneration}
+	if mv := s.LastMove; mv != nil {
+		switch {
+		case mv.Finished == nil:
+			moving.Status, moving.Reason, moving.Message = metav1.ConditionTrue, "Moving", fmt.Sprintf("Moving from %s to %s: %s", mv.From, mv.To, mv.Message)
+		case mv.Result == "Abandoned":
+			moving.Reason, moving.Message = "MoveAbandoned", "The last move was abandoned: "+mv.Message
+		default:
+			moving.Reason, moving.Message = "Moved", "The last move finished: "+mv.Message
+		}
+	}
+	meta.SetStatusCondition(&s.Conditions, moving)
 }
 
 // members lists the pods that mount the claim and why each is not running
@@ -192,6 +207,9 @@ func members(pods []*corev1.Pod, home string) ([]huddlev1.Member, int32, int32) 
 			m.Reason = "Pending: " + orDefault(scheduledMessage(p), "waiting for the scheduler")
 		case home != "" && p.Spec.NodeName != home:
 			m.Reason = fmt.Sprintf("Away: bound to %s, away from home %s", p.Spec.NodeName, home)
+			if why := p.Annotations[AnnotationRepair]; why != "" {
+				m.Reason = "Away: " + why
+			}
 		case p.Status.Phase != corev1.PodRunning:
 			m.Reason = "Starting: " + waitingReason(p)
 		case !m.Ready:
@@ -307,4 +325,18 @@ func (r *Status) spacing(key string) time.Duration {
 	}
 	r.written[key] = now
 	return 0
+}
+
+// observeRecovery records, when a huddle becomes Huddled again, how long
+// it was disrupted: since its Huddled condition last turned False (the
+// condition's transition time lives in the cluster, so a restart between
+// the two does not lose it).
+func observeRecovery(old, want *huddlev1.HuddleStatus) {
+	was := meta.FindStatusCondition(old.Conditions, huddlev1.ConditionHuddled)
+	now := meta.FindStatusCondition(want.Conditions, huddlev1.ConditionHuddled)
+	if was == nil || now == nil || was.Status != metav1.ConditionFalse || now.Status != metav1.ConditionTrue ||
+		was.Reason == "Placing" || want.MemberCount == 0 {
+		return
+	}
+	recovery.Observe(time.Since(was.LastTransitionTime.Time).Seconds())
 }

@@ -59,6 +59,7 @@ const (
 	ReasonHomeConflict  = "ClaimsOnDifferentNodes"
 	ReasonNoCandidates  = "NoCandidateNodes"
 	ReasonHomeLeaving   = "HomeUnavailable"
+	ReasonMoveTarget    = "PinnedMoveTarget"
 	defaultMaxCandidate = 16
 )
 
@@ -85,6 +86,20 @@ func Decide(in *Input) Decision {
 			why = in.Claims[0].Key + ": " + in.Claims[0].NotShared
 		}
 		return Decision{Action: Release, Reason: ReasonNotShared, Message: "no shared claim (" + why + ")", Fits: true}
+	}
+
+	// A huddle that is moving goes to its target, wherever its members
+	// still are.
+	for _, c := range shared {
+		if c.MoveTarget == "" {
+			continue
+		}
+		if why := unavailable(in.Nodes.Get(c.MoveTarget)); why != "" {
+			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonHomeLeaving,
+				Message: fmt.Sprintf("claim %s is moving to %s, which %s; waiting for the move to pick another node", c.Key, c.MoveTarget, why)}
+		}
+		return Decision{Action: PinHome, Nodes: []string{c.MoveTarget}, Claim: c.Key, Reason: ReasonMoveTarget, Fits: true,
+			Message: fmt.Sprintf("claim %s home %s (the huddle is moving there)", c.Key, c.MoveTarget)}
 	}
 
 	// Homes of the pod's huddles; all must agree.

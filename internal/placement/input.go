@@ -73,13 +73,23 @@ type Member struct {
 	Node string
 	// Gated: the pod still carries huddle's scheduling gate.
 	Gated bool
-	// Pinned: huddle released it with a pin (it carries huddle.io/pinned-by).
-	Pinned bool
+	// Pinned: huddle released it with a pin (it carries huddle.io/pinned-by);
+	// PinnedTo is the node of a one-node pin (home or move target).
+	Pinned   bool
+	PinnedTo string
+	// Running: the pod runs (phase Running).
+	Running bool
+	// UnschedulableSince is when the scheduler last found no node for the
+	// pod (zero if it has not, or the pod is bound).
+	UnschedulableSince time.Time
 	// Done: Succeeded or Failed; holds nothing.
 	Done bool
 	// Terminating: deletion requested; still holds its node and volume.
 	Terminating bool
 	Requests    Resources
+	// Controlled: the pod has a controller (ownerReference with
+	// controller: true) that recreates it if it is evicted.
+	Controlled bool
 	// Owner is the key of the workload that creates this pod (a
 	// Deployment, StatefulSet, Job or bare ReplicaSet), "" for none.
 	Owner string
@@ -131,6 +141,10 @@ type Claim struct {
 	Members []Member
 	// Owners are the workloads of the members, by key.
 	Owners map[string]Owner
+	// MoveTarget is the node an unfinished move of the huddle goes to
+	// (the Huddle's status.lastMove), "" if none: members are pinned there
+	// and the ones elsewhere are evicted.
+	MoveTarget string
 	// Placing names the member released first into a huddle with no home,
 	// as recorded on the Huddle (empty if none or expired). Until it is
 	// bound no other member is released: the record is written with

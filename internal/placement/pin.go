@@ -95,3 +95,40 @@ func narrow(pod *corev1.Pod, req corev1.NodeSelectorTerm) {
 		terms[i].MatchFields = append(terms[i].MatchFields, req.MatchFields...)
 	}
 }
+
+// PinnedNode returns the node a pod was pinned to alone (a home or a move
+// target), from its pinned-by annotation, or "".
+func PinnedNode(pinnedBy string) string {
+	_, node, ok := strings.Cut(pinnedBy, " home ")
+	if !ok {
+		return ""
+	}
+	node, _, _ = strings.Cut(node, " ")
+	return node
+}
+
+// Unpinned returns a pod's required node affinity without the requirement
+// huddle added (the last matchFields entry of each term for a one-node
+// pin, the last matchExpressions entry for candidates): the constraints
+// the pod's owner asked for, which any node the huddle moves to must meet.
+func Unpinned(required *corev1.NodeSelector, pinnedBy string) *corev1.NodeSelector {
+	if required == nil || pinnedBy == "" {
+		return required
+	}
+	home := PinnedNode(pinnedBy) != ""
+	out := &corev1.NodeSelector{}
+	for _, t := range required.NodeSelectorTerms {
+		t = *t.DeepCopy()
+		if home && len(t.MatchFields) > 0 {
+			t.MatchFields = t.MatchFields[:len(t.MatchFields)-1]
+		} else if !home && len(t.MatchExpressions) > 0 {
+			t.MatchExpressions = t.MatchExpressions[:len(t.MatchExpressions)-1]
+		}
+		if len(t.MatchFields) == 0 && len(t.MatchExpressions) == 0 {
+			// The term was huddle's alone: the owner asked for nothing.
+			return nil
+		}
+		out.NodeSelectorTerms = append(out.NodeSelectorTerms, t)
+	}
+	return out
+}

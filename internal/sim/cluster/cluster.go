@@ -49,6 +49,8 @@ type Options struct {
 	// Huddle installs huddle (CRD, RBAC) and starts its controller
 	// manager with the webhook on loopback, in cluster-wide mode.
 	Huddle bool
+	// HuddleArgs are extra command-line flags for huddle (--failover, …).
+	HuddleArgs []string
 }
 
 // Cluster is a running simulated cluster.
@@ -159,7 +161,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		if err := c.installHuddle(ctx); err != nil {
 			return nil, fmt.Errorf("install huddle: %w", err)
 		}
-		if err := c.StartHuddle(ctx); err != nil {
+		if err := c.StartHuddle(ctx, opts.HuddleArgs...); err != nil {
 			return nil, fmt.Errorf("start huddle: %w", err)
 		}
 	}

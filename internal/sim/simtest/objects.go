@@ -166,12 +166,23 @@ func (e *Env) AttachedTo(pv string) []string {
 	return nodes
 }
 
-// Events lists the messages of events about the named object with reason
-// (any reason if empty), oldest first.
+// Events lists the messages of events in the test's namespace about the
+// named object (any object if empty) with reason (any reason if empty),
+// oldest first.
 func (e *Env) Events(object, reason string) []string {
 	e.T.Helper()
-	sel := fields.OneTermEqualSelector("involvedObject.name", object).String()
-	list, err := e.Client.CoreV1().Events(e.Namespace).List(e.Ctx, metav1.ListOptions{FieldSelector: sel})
+	return e.EventsIn(e.Namespace, object, reason)
+}
+
+// EventsIn is Events in another namespace: "default" holds the events of
+// nodes.
+func (e *Env) EventsIn(namespace, object, reason string) []string {
+	e.T.Helper()
+	sel := ""
+	if object != "" {
+		sel = fields.OneTermEqualSelector("involvedObject.name", object).String()
+	}
+	list, err := e.Client.CoreV1().Events(namespace).List(e.Ctx, metav1.ListOptions{FieldSelector: sel})
 	if err != nil {
 		e.T.Fatalf("list events: %v", err)
 	}

@@ -51,6 +51,8 @@ type Options struct {
 	Nodes []kubelet.NodeSpec
 	// Huddle starts huddle (cluster-wide mode) in the cluster.
 	Huddle bool
+	// HuddleArgs are extra flags for huddle (--failover, …).
+	HuddleArgs []string
 }
 
 var (
@@ -67,7 +69,7 @@ func Main(m *testing.M, opts Options) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: opts.Nodes, Progress: os.Stderr, Huddle: opts.Huddle})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: opts.Nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleArgs: opts.HuddleArgs})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "simtest: cannot start the simulated cluster: %v\n", err)
 		return 1

@@ -1,0 +1,299 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
+	"github.com/huddle-io/huddle/internal/placement"
+)
+
+// +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
+
+// AnnotationRepair on a pod says what repair did or could not do about it
+// being away from home; the Huddle's status shows it next to the member.
+const AnnotationRepair = "huddle.io/repair"
+
+// Keeper keeps running huddles together: members bound away from home
+// (a split from before huddle, a pod placed while huddle was down, a pod
+// hanging on a Multi-Attach error) are evicted through the Eviction API,
+// so PodDisruptionBudgets are respected, and their replacements are gated
+// and pinned home by the Placer. It decides with placement.PlanRepair;
+// what it did is written on the pods, so nothing lives only in memory
+// except rate limits and backoff.
+type Keeper struct {
+	Client   client.Client
+	Gatherer *Gatherer
+	Recorder record.EventRecorder
+	// Evictions limits evictions cluster-wide; PerHuddle makes each
+	// huddle's own limiter.
+	Evictions *rate.Limiter
+	PerHuddle func() *rate.Limiter
+	// MinMoveInterval is the least time between two moves of a huddle.
+	MinMoveInterval time.Duration
+
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter // claim key -> limiter
+	blocked  map[string]int           // pod key -> refused evictions in a row
+}
+
+// Backoff of evictions refused with 429 (a PodDisruptionBudget, or the API
+// server's own rate limit).
+const (
+	evictionBackoff    = 2 * time.Second
+	evictionBackoffMax = 2 * time.Minute
+)
+
+// Reconcile repairs the huddle of one claim (the request names the claim).
+func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	f, err := r.Gatherer.Claim(ctx, req.Namespace, req.Name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if f.Missing || !f.Shared || f.Huddle == nil {
+		r.forget(f.Key)
+		return ctrl.Result{}, nil
+	}
+	moveCheck, err := r.move(ctx, f)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var plan placement.Repair
+	r.Gatherer.Cluster.View(func(nodes placement.Nodes) { plan = placement.PlanRepair(&f.Claim, nodes) })
+	pods := map[string]*corev1.Pod{}
+	for _, p := range f.Pods {
+		pods[p.Name] = p
+	}
+	report := f.Huddle.Spec.Repair == huddlev1.RepairReport
+	for _, a := range plan.Leave {
+		why := a.Why
+		if plan.Wait != "" {
+			why = plan.Wait
+		}
+		r.annotate(ctx, pods[a.Pod], why, "AwayFromHome")
+	}
+	var after time.Duration
+	for _, a := range plan.Evict {
+		pod := pods[a.Pod]
+		if pod == nil {
+			continue
+		}
+		if report {
+			r.annotate(ctx, pod, a.Why+"; not evicted: spec.repair is Report (set it to Evict to bring it home)", "AwayFromHome")
+			continue
+		}
+		if wait := r.allow(f.Key); wait > 0 {
+			after = minPositive(after, wait)
+			continue
+		}
+		wait, err := r.evict(ctx, f.Huddle, pod, a)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		after = minPositive(after, wait)
+	}
+	return ctrl.Result{RequeueAfter: minPositive(after, moveCheck)}, nil
+}
+
+// defaultMoveAfter is spec.moveAfter's default.
+const defaultMoveAfter = 5 * time.Minute
+
+// move starts, rolls forward, finishes or abandons a move of the huddle,
+// recording it in the Huddle's status.lastMove before anything acts on it,
+// so a restarted controller continues the move. It returns when to look
+// again (0: no need).
+func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error) {
+	hud := f.Huddle
+	in := placement.MoveInput{Claim: &f.Claim, Now: time.Now(), WhenStuck: hud.Spec.Move == huddlev1.MoveWhenStuck,
+		After: defaultMoveAfter, MinInterval: r.MinMoveInterval}
+	if hud.Spec.MoveAfter != nil {
+		in.After = hud.Spec.MoveAfter.Duration
+	}
+	if mv := hud.Status.LastMove; mv != nil {
+		in.LastStarted = mv.Started.Time
+	}
+	var plan placement.MovePlan
+	var home string
+	r.Gatherer.Cluster.View(func(nodes placement.Nodes) {
+		in.Nodes = nodes
+		plan = placement.PlanMove(in)
+		home, _ = placement.Home(&f.Claim, nodes)
+	})
+	// Look again when a stuck member's wait reaches moveAfter, and while a
+	// move runs.
+	var again time.Duration
+	if in.WhenStuck || f.MoveTarget != "" {
+		for _, m := range f.Members {
+			if !m.UnschedulableSince.IsZero() {
+				again = minPositive(again, max(time.Second, m.UnschedulableSince.Add(in.After).Sub(in.Now)))
+			}
+		}
+		if f.MoveTarget != "" {
+			again = minPositive(again, 5*time.Second)
+		}
+	}
+	if plan.Action == placement.MoveNone {
+		return again, nil
+	}
+	now := metav1.NewTime(in.Now)
+	hud = hud.DeepCopy()
+	reason, typ := "", corev1.EventTypeNormal
+	switch plan.Action {
+	case placement.MoveStart:
+		hud.Status.LastMove = &huddlev1.Move{From: home, To: plan.Target, Started: now, Message: plan.Message}
+		reason = "MoveStarted"
+	case placement.MoveRetarget:
+		hud.Status.LastMove.To, hud.Status.LastMove.Message = plan.Target, plan.Message
+		reason, typ = "MoveRetargeted", corev1.EventTypeWarning
+	case placement.MoveFinish:
+		took := in.Now.Sub(hud.Status.LastMove.Started.Time).Round(100 * time.Millisecond)
+		hud.Status.LastMove.Finished, hud.Status.LastMove.Result = &now, "Succeeded"
+		hud.Status.LastMove.Message = fmt.Sprintf("moved from %s to %s in %s: %s", hud.Status.LastMove.From, plan.Target, took, plan.Message)
+		plan.Message = hud.Status.LastMove.Message
+		reason = "Moved"
+	case placement.MoveAbandon:
+		hud.Status.LastMove.Finished, hud.Status.LastMove.Result, hud.Status.LastMove.Message = &now, "Abandoned", plan.Message
+		reason, typ = "MoveAbandoned", corev1.EventTypeWarning
+	}
+	if err := r.Client.Status().Update(ctx, hud); err != nil {
+		// Someone else wrote the Huddle: the watch brings it back.
+		return 0, ignoreConflict(err)
+	}
+	moves.WithLabelValues(string(plan.Action)).Inc()
+	r.Recorder.Event(hud, typ, reason, plan.Message)
+	log.FromContext(ctx).Info("Move", "action", plan.Action, "target", plan.Target, "message", plan.Message)
+	f.MoveTarget = plan.Target
+	if plan.Action == placement.MoveFinish || plan.Action == placement.MoveAbandon {
+		f.MoveTarget = ""
+	}
+	f.Claim.MoveTarget = f.MoveTarget
+	return minPositive(again, 5*time.Second), nil
+}
+
+// evict evicts one member. A refusal (429) is recorded on the pod and the
+// Huddle and retried after a growing backoff, returned as wait.
+func (r *Keeper) evict(ctx context.Context, hud *huddlev1.Huddle, pod *corev1.Pod, a placement.Away) (time.Duration, error) {
+	logger := log.FromContext(ctx).WithValues("pod", client.ObjectKeyFromObject(pod))
+	key := pod.Namespace + "/" + pod.Name
+	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
+	err := r.Client.SubResource("eviction").Create(ctx, pod, ev)
+	switch {
+	case err == nil:
+		r.clearBlocked(key)
+		evictions.WithLabelValues("evicted").Inc()
+		msg := fmt.Sprintf("Evicted %s: %s; its replacement is pinned home", pod.Name, a.Why)
+		r.Recorder.Event(pod, corev1.EventTypeNormal, "EvictedAwayFromHome", msg)
+		r.Recorder.Event(hud, corev1.EventTypeNormal, "EvictedAwayFromHome", msg)
+		logger.Info("Evicted member away from home", "node", a.Node)
+		return 0, nil
+	case apierrors.IsNotFound(err):
+		r.clearBlocked(key)
+		return 0, nil
+	case apierrors.IsTooManyRequests(err):
+		n := r.refused(key)
+		wait := min(evictionBackoff<<min(n-1, 10), evictionBackoffMax)
+		evictions.WithLabelValues("refused").Inc()
+		msg := fmt.Sprintf("eviction refused, retrying in %s: %s", wait, apiMessage(err))
+		r.annotate(ctx, pod, a.Why+"; "+msg, "")
+		if n == 1 {
+			r.Recorder.Event(hud, corev1.EventTypeWarning, "EvictionRefused", fmt.Sprintf("Cannot evict %s, %s: %s (retrying with backoff)", pod.Name, a.Why, apiMessage(err)))
+		}
+		logger.V(1).Info("Eviction refused", "err", err, "retryAfter", wait)
+		return wait, nil
+	default:
+		evictions.WithLabelValues("error").Inc()
+		return 0, fmt.Errorf("evict %s: %w", key, err)
+	}
+}
+
+// annotate records on the pod what repair thinks of it, with an event the
+// first time (if reason is set).
+func (r *Keeper) annotate(ctx context.Context, pod *corev1.Pod, why, reason string) {
+	if pod == nil || pod.Annotations[AnnotationRepair] == why {
+		return
+	}
+	patch := client.MergeFrom(pod.DeepCopy())
+	p := pod.DeepCopy()
+	metav1.SetMetaDataAnnotation(&p.ObjectMeta, AnnotationRepair, why)
+	if err := r.Client.Patch(ctx, p, patch); err != nil {
+		log.FromContext(ctx).V(1).Info("Cannot annotate pod", "pod", client.ObjectKeyFromObject(pod), "err", err)
+		return
+	}
+	if reason != "" {
+		r.Recorder.Event(pod, corev1.EventTypeWarning, reason, why)
+	}
+}
+
+// allow takes a token from the cluster-wide and the huddle's limiter, or
+// says how long to wait for one.
+func (r *Keeper) allow(claim string) time.Duration {
+	r.mu.Lock()
+	if r.limiters == nil {
+		r.limiters = map[string]*rate.Limiter{}
+	}
+	l := r.limiters[claim]
+	if l == nil {
+		l = r.PerHuddle()
+		r.limiters[claim] = l
+	}
+	r.mu.Unlock()
+	res := []*rate.Reservation{r.Evictions.Reserve(), l.Reserve()}
+	wait := max(res[0].Delay(), res[1].Delay())
+	if wait > 0 {
+		for _, x := range res {
+			x.Cancel()
+		}
+	}
+	return wait
+}
+
+func (r *Keeper) refused(pod string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.blocked == nil {
+		r.blocked = map[string]int{}
+	}
+	r.blocked[pod]++
+	return r.blocked[pod]
+}
+
+func (r *Keeper) clearBlocked(pod string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.blocked, pod)
+}
+
+func (r *Keeper) forget(claim string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.limiters, claim)
+}
+
+func apiMessage(err error) string {
+	if s, ok := err.(apierrors.APIStatus); ok && s.Status().Message != "" {
+		return s.Status().Message
+	}
+	return err.Error()
+}
+
+func minPositive(a, b time.Duration) time.Duration {
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
+}

@@ -1,0 +1,96 @@
+package placement
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// stuck is a member pinned to node and unschedulable there for d.
+func stuck(name, node string, d time.Duration) Member {
+	return Member{Name: name, Pinned: true, PinnedTo: node, Controlled: true, UnschedulableSince: t0.Add(-d), Requests: cpu(500)}
+}
+
+func (m Member) running() Member { m.Running = true; return m }
+
+func TestPlanMove(t *testing.T) {
+	// n1 (home) is full: 4 members of 500m run there with 1.6 CPU of others.
+	members := func(extra ...Member) Claim {
+		c := claim("ns/data", bound("a", "n1").controlled().running(), bound("b", "n1").controlled().running(), bound("c", "n1").controlled().running())
+		c.Members = append(c.Members, extra...)
+		return c
+	}
+	nodes := func() nodeList { return nodeList{node("n1").used(1500 + 1600 + 500), node("n2").used(3000), node("n3")} }
+	moving := func(c Claim, to string) Claim { c.MoveTarget = to; return c }
+	for _, tc := range []struct {
+		name      string
+		claim     Claim
+		nodes     nodeList
+		whenStuck bool
+		last      time.Duration // since the last move began (0: never)
+		action    MoveAction
+		target    string
+		inMessage string
+	}{
+		{"stuck long enough, another node fits: start", members(stuck("d", "n1", 10*time.Minute)), nodes(), true, 0, MoveStart, "n3", "unschedulable at home n1"},
+		{"move: Never", members(stuck("d", "n1", 10*time.Minute)), nodes(), false, 0, MoveNone, "", ""},
+		{"not stuck long enough", members(stuck("d", "n1", time.Minute)), nodes(), true, 0, MoveNone, "", ""},
+		{"stuck, but the last move was recent", members(stuck("d", "n1", 10*time.Minute)), nodes(), true, 5 * time.Minute, MoveNone, "", "at most one per"},
+		{"stuck, no node fits the whole huddle", members(stuck("d", "n1", 10*time.Minute)), nodeList{node("n1").used(3600), node("n2").used(3000)}, true, 0, MoveNone, "", "no other node fits"},
+		{"moving, in progress", moving(members(bound("d", "n3").controlled()), "n3"), nodes(), true, 0, MoveNone, "n3", ""},
+		{"moving, all run at the target: finish",
+			moving(claim("ns/data", bound("a", "n3").running(), bound("b", "n3").running()), "n3"), nodes(), true, 0, MoveFinish, "n3", "all 2 members run at n3"},
+		{"moving, target filled up: roll forward",
+			moving(claim("ns/data", bound("a", "n1").running(), stuck("b", "n2", 10*time.Minute)), "n2"), nodes(), true, 0, MoveRetarget, "n3", "filled up"},
+		{"moving, target filled up, nowhere else: abandon",
+			moving(claim("ns/data", bound("a", "n1").running(), stuck("b", "n2", 10*time.Minute)), "n2"), nodeList{node("n1").used(3600), node("n2").used(3800)}, true, 0, MoveAbandon, "n2", "abandoned"},
+		{"moving, target cordoned: roll forward",
+			moving(members(gated("d", 1)), "n2"), nodeList{node("n1").used(3600), node("n2").cordoned(), node("n3")}, true, 0, MoveRetarget, "n3", "cordoned"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := MoveInput{Claim: &tc.claim, Nodes: tc.nodes, Now: t0, WhenStuck: tc.whenStuck, After: 5 * time.Minute, MinInterval: 10 * time.Minute}
+			if tc.last > 0 {
+				in.LastStarted = t0.Add(-tc.last)
+			}
+			p := PlanMove(in)
+			if p.Action != tc.action || p.Target != tc.target || !strings.Contains(p.Message, tc.inMessage) {
+				t.Fatalf("got %q -> %q (%s); want %q -> %q (~%q)", p.Action, p.Target, p.Message, tc.action, tc.target, tc.inMessage)
+			}
+		})
+	}
+}
+
+// TestMoveTargetPinsAndEvicts: during a move, new members are pinned to
+// the target and every member elsewhere, running or not, is evicted.
+func TestMoveTargetPinsAndEvicts(t *testing.T) {
+	c := claim("ns/data", bound("a", "n1").controlled().running(), bound("b", "n1").controlled().running(), gated("p", 1))
+	c.MoveTarget = "n3"
+	nodes := nodeList{node("n1"), node("n2"), node("n3")}
+	if d := Decide(input(gated("p", 1), nodes, c)); d.Action != PinHome || d.Nodes[0] != "n3" || d.Reason != ReasonMoveTarget {
+		t.Fatalf("decide: %s %v %s", d.Action, d.Nodes, d.Reason)
+	}
+	if r := PlanRepair(&c, nodes); r.Home != "n3" || names(r.Evict) != "a,b" {
+		t.Fatalf("repair: home %s evict [%s]", r.Home, names(r.Evict))
+	}
+}
+
+func TestUnpinned(t *testing.T) {
+	owner := corev1.NodeSelectorRequirement{Key: corev1.LabelTopologyZone, Operator: corev1.NodeSelectorOpIn, Values: []string{"a"}}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{owner}}}}}}}}
+	pinned := Apply(pod, Decision{Action: PinHome, Nodes: []string{"n1"}, Claim: "ns/data"}, func(n string) string { return n })
+	by := pinned.Annotations[AnnotationPinnedBy]
+	if PinnedNode(by) != "n1" {
+		t.Fatalf("PinnedNode(%q) = %q", by, PinnedNode(by))
+	}
+	got := Unpinned(pinned.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution, by)
+	if got == nil || len(got.NodeSelectorTerms) != 1 || len(got.NodeSelectorTerms[0].MatchFields) != 0 || len(got.NodeSelectorTerms[0].MatchExpressions) != 1 {
+		t.Fatalf("unpinned: %+v", got)
+	}
+	bare := Apply(&corev1.Pod{}, Decision{Action: PinCandidates, Nodes: []string{"n1", "n2"}, Claim: "ns/data"}, func(n string) string { return n })
+	if u := Unpinned(bare.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution, bare.Annotations[AnnotationPinnedBy]); u != nil {
+		t.Fatalf("a pod huddle alone pinned keeps %+v", u)
+	}
+}
