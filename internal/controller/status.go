@@ -93,7 +93,12 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	want.ObservedGeneration = hud.Generation
 	want.Home = a.Home
 	want.Demand = toList(a.Demand)
-	want.Members, want.MemberCount, want.ReadyCount = members(f.Pods, a.Home)
+	// During a move, members count as home only at its target.
+	home := a.Home
+	if mv := want.LastMove; mv != nil && mv.Finished == nil {
+		home = mv.To
+	}
+	want.Members, want.MemberCount, want.ReadyCount = members(f.Pods, home)
 	atHome := int32(0)
 	for _, m := range want.Members {
 		if m.Reason == "" {

@@ -9,10 +9,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 	"github.com/huddle-io/huddle/internal/scope"
 	"github.com/huddle-io/huddle/internal/sim/kubelet"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
@@ -98,35 +101,111 @@ func TestSplitHuddleRepaired(t *testing.T) {
 	}
 }
 
-// TestRepairRespectsDisruptionBudget: a PodDisruptionBudget that forbids
-// the eviction is respected; the Huddle's member status and an event say
-// why; the repair completes once the budget allows it.
-func TestRepairRespectsDisruptionBudget(t *testing.T) {
+// crowdedHome runs app (2 replicas of 500m on claim data, with the given
+// Huddle spec) on one of two 4-CPU nodes, fills its home with 2.5 CPU of
+// another pod, and scales app to 4: the huddle (5 pods with surge, 2.5
+// CPU) no longer fits its home, one new member waits there
+// Unschedulable, and the other node would hold all of it. It returns
+// home.
+func crowdedHome(env *simtest.Env, spec huddlev1.HuddleSpec) string {
+	env.T.Helper()
+	env.AddNodes(2, simtest.NodeOptions{})
+	hud := &huddlev1.Huddle{ObjectMeta: metav1.ObjectMeta{Name: "data", Namespace: env.Namespace}, Spec: spec}
+	if err := env.Typed.Create(env.Ctx, hud); err != nil {
+		env.T.Fatal(err)
+	}
+	dep := env.Deployment("app", 2, "data")
+	dep.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("500m")
+	env.Create(env.Claim("data"), dep)
+	home := together(env, "app=app", 2, time.Minute)
+	filler := env.Pod("filler")
+	filler.Spec.NodeName = home
+	filler.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("2500m")
+	env.Create(filler)
+	env.Eventually("filler running", 30*time.Second, func() error {
+		p, err := env.Client.CoreV1().Pods(env.Namespace).Get(env.Ctx, "filler", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("filler %s", p.Status.Phase)
+		}
+		return nil
+	})
+	kubectl(env, "scale", "deployment/app", "--replicas=4")
+	return home
+}
+
+// TestNoMoveStaysAtHome: with move: Never the member that does not fit
+// waits Pending at home, nothing is evicted, and Fits=False says what is
+// missing and how to allow a move.
+func TestNoMoveStaysAtHome(t *testing.T) {
 	t.Parallel()
 	env := simtest.New(t)
-	split(env, 3)
+	home := crowdedHome(env, huddlev1.HuddleSpec{Move: huddlev1.MoveNever})
+	env.Eventually("Fits=False explains", time.Minute, func() error {
+		h, err := env.Huddle("data")
+		if err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(h.Status.Conditions, huddlev1.ConditionFits)
+		if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "lacks") || !strings.Contains(c.Message, "spec.move: WhenStuck") {
+			return fmt.Errorf("Fits: %+v", c)
+		}
+		return nil
+	})
+	env.Never("members stay at home, none evicted", 8*time.Second, func() error {
+		for _, p := range env.Pods("app=app") {
+			if p.Spec.NodeName != "" && p.Spec.NodeName != home {
+				return fmt.Errorf("pod %s on %s, away from home %s", p.Name, p.Spec.NodeName, home)
+			}
+			if p.DeletionTimestamp != nil {
+				return fmt.Errorf("pod %s evicted", p.Name)
+			}
+		}
+		return nil
+	})
+}
+
+// TestMoveWhenStuck: with move: WhenStuck the whole huddle moves, in one
+// step, to the node that fits it, and the move is recorded.
+func TestMoveWhenStuck(t *testing.T) {
+	t.Parallel()
+	env := simtest.New(t)
+	home := crowdedHome(env, huddlev1.HuddleSpec{Move: huddlev1.MoveWhenStuck, MoveAfter: &metav1.Duration{Duration: 3 * time.Second}})
+	start := time.Now()
+	moved := together(env, "app=app", 4, 2*time.Minute)
+	if moved == home {
+		t.Fatalf("huddle still at %s", home)
+	}
+	h := huddled(env, "data", moved, 4)
+	mv := h.Status.LastMove
+	if mv == nil || mv.Result != "Succeeded" || mv.From != home || mv.To != moved {
+		t.Fatalf("lastMove %+v", mv)
+	}
+	t.Logf("move: huddle of 4 Running together on %s %s after the scale-up (%s)", moved, time.Since(start).Round(100*time.Millisecond), mv.Message)
+}
+
+// TestMoveRespectsDisruptionBudget: a move evicts members that run, so
+// their PodDisruptionBudget is respected; the Huddle and an event say why
+// the move waits, and it completes once the budget allows it. (A member
+// that hangs away from home is Pending, and the Eviction API lets Pending
+// pods go whatever the budget says, so repair alone never waits on one.)
+func TestMoveRespectsDisruptionBudget(t *testing.T) {
+	t.Parallel()
+	env := simtest.New(t)
 	pdb := &policyv1.PodDisruptionBudget{
 		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: env.Namespace},
 		Spec: policyv1.PodDisruptionBudgetSpec{
-			MinAvailable: &intstr.IntOrString{IntVal: 4},
+			MinAvailable: &intstr.IntOrString{IntVal: 3},
 			Selector:     &metav1.LabelSelector{MatchLabels: map[string]string{"app": "app"}},
 		},
 	}
 	if _, err := env.Client.PolicyV1().PodDisruptionBudgets(env.Namespace).Create(env.Ctx, pdb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	env.Eventually("the disruption controller computes the budget", 30*time.Second, func() error {
-		p, err := env.Client.PolicyV1().PodDisruptionBudgets(env.Namespace).Get(env.Ctx, "app", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if p.Status.ObservedGeneration < p.Generation || p.Status.ExpectedPods != 4 {
-			return fmt.Errorf("budget not observed yet")
-		}
-		return nil
-	})
-	share(env, "data")
-	env.Eventually("the Huddle and an event say the eviction is refused", time.Minute, func() error {
+	home := crowdedHome(env, huddlev1.HuddleSpec{Move: huddlev1.MoveWhenStuck, MoveAfter: &metav1.Duration{Duration: 3 * time.Second}})
+	env.Eventually("the Huddle and an event say the budget holds the move", 2*time.Minute, func() error {
 		h, err := env.Huddle("data")
 		if err != nil {
 			return err
@@ -137,31 +216,35 @@ func TestRepairRespectsDisruptionBudget(t *testing.T) {
 				refused = true
 			}
 		}
-		if !refused {
-			return fmt.Errorf("no member says its eviction was refused: %+v", h.Status.Members)
+		if h.Status.Phase != huddlev1.PhaseMoving || !refused {
+			return fmt.Errorf("phase %s, members %+v", h.Status.Phase, h.Status.Members)
 		}
 		if len(env.Events("data", "EvictionRefused")) == 0 {
 			return fmt.Errorf("no EvictionRefused event on the Huddle")
 		}
 		return nil
 	})
-	env.Never("nothing is evicted against the budget", 3*time.Second, func() error {
-		if n := len(env.Pods("app=app")); n != 4 {
-			return fmt.Errorf("%d pods", n)
-		}
+	env.Never("running members are not evicted against the budget", 3*time.Second, func() error {
+		running := 0
 		for _, p := range env.Pods("app=app") {
-			if p.DeletionTimestamp != nil {
-				return fmt.Errorf("pod %s evicted", p.Name)
+			if p.Spec.NodeName == home && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+				running++
 			}
+		}
+		if running < 3 {
+			return fmt.Errorf("only %d members run at home", running)
 		}
 		return nil
 	})
-	patch := `{"spec":{"minAvailable":1}}`
+	patch := `{"spec":{"minAvailable":0}}`
 	if _, err := env.Client.PolicyV1().PodDisruptionBudgets(env.Namespace).Patch(env.Ctx, "app", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	home := together(env, "app=app", 4, 3*time.Minute)
-	huddled(env, "data", home, 4)
+	moved := together(env, "app=app", 4, 3*time.Minute)
+	if moved == home {
+		t.Fatalf("huddle still at %s", home)
+	}
+	huddled(env, "data", moved, 4)
 }
 
 // TestShutdownFailover: the home node is powered off and the cloud marks it
@@ -183,6 +266,14 @@ func TestShutdownFailover(t *testing.T) {
 	env.Eventually("home NotReady", time.Minute, func() error {
 		if s := env.NodeReady(home); s == corev1.ConditionTrue {
 			return fmt.Errorf("node %s Ready", home)
+		}
+		return nil
+	})
+	env.Eventually("the pods of the shut-down node are deleted", 2*time.Minute, func() error {
+		for _, p := range env.Pods("app.kubernetes.io/part-of=sentry") {
+			if p.Spec.NodeName == home {
+				return fmt.Errorf("pod %s still on %s", p.Name, home)
+			}
 		}
 		return nil
 	})
@@ -310,4 +401,38 @@ func placements(env *simtest.Env, selector string) string {
 		out = append(out, fmt.Sprintf("%s@%s(%s)", p.Name, p.Spec.NodeName, p.Status.Phase))
 	}
 	return strings.Join(out, " ")
+}
+
+// TestMoveSurvivesRestart: huddle is killed as soon as a move is recorded
+// and started again; the new process reads the target from the Huddle's
+// status and completes the move.
+func TestMoveSurvivesRestart(t *testing.T) {
+	// Not parallel: it kills the cluster's huddle.
+	env := simtest.New(t)
+	home := crowdedHome(env, huddlev1.HuddleSpec{Move: huddlev1.MoveWhenStuck, MoveAfter: &metav1.Duration{Duration: 3 * time.Second}})
+	var target string
+	env.Eventually("a move recorded", time.Minute, func() error {
+		h, err := env.Huddle("data")
+		if err != nil {
+			return err
+		}
+		if mv := h.Status.LastMove; mv != nil && mv.Finished == nil {
+			target = mv.To
+			return nil
+		}
+		return fmt.Errorf("no move yet (phase %s)", h.Status.Phase)
+	})
+	env.Cluster.StopHuddle(true)
+	t.Logf("killed huddle mid-move from %s to %s", home, target)
+	time.Sleep(2 * time.Second)
+	if err := env.Cluster.StartHuddle(env.Ctx); err != nil {
+		t.Fatal(err)
+	}
+	if moved := together(env, "app=app", 4, 2*time.Minute); moved != target {
+		t.Fatalf("huddle came together on %s, not on the recorded target %s", moved, target)
+	}
+	h := huddled(env, "data", target, 4)
+	if mv := h.Status.LastMove; mv == nil || mv.Result != "Succeeded" || mv.To != target {
+		t.Fatalf("lastMove %+v", mv)
+	}
 }
