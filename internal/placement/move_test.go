@@ -22,7 +22,9 @@ func TestPlanMove(t *testing.T) {
 		c.Members = append(c.Members, extra...)
 		return c
 	}
-	nodes := func() nodeList { return nodeList{node("n1").used(1500 + 1600 + 500), node("n2").used(3000), node("n3")} }
+	nodes := func() nodeList {
+		return nodeList{node("n1").used(1500 + 1600 + 500), node("n2").used(3000), node("n3")}
+	}
 	moving := func(c Claim, to string) Claim { c.MoveTarget = to; return c }
 	for _, tc := range []struct {
 		name      string
