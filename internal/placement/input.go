@@ -88,7 +88,8 @@ type Member struct {
 	Terminating bool
 	Requests    Resources
 	// Controlled: the pod has a controller (ownerReference with
-	// controller: true) that recreates it if it is evicted.
+	// controller: true) that recreates it elsewhere if it is evicted (not
+	// a DaemonSet, whose pods belong to their node).
 	Controlled bool
 	// Owner is the key of the workload that creates this pod (a
 	// Deployment, StatefulSet, Job or bare ReplicaSet), "" for none.

@@ -61,7 +61,7 @@ func PlanRepair(c *Claim, nodes Nodes) Repair {
 	}
 	for i, a := range away {
 		if uncontrolled[i] {
-			a.Why += "; not evicted: no controller would recreate it (delete it yourself to move it)"
+			a.Why += "; not evicted: no controller would recreate it at home (a bare pod, or a DaemonSet's); move or delete it yourself"
 			r.Leave = append(r.Leave, a)
 			continue
 		}
