@@ -34,6 +34,10 @@ bench: sim-build ## Run the benchmarks: placement, webhook, and pod start latenc
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./internal/placement/ ./internal/webhook/
 	$(GO) test -run '^$$' -bench . -benchtime 5s -count 3 ./test/bench/
 
+.PHONY: bench-scale
+bench-scale: sim-build ## Run the scale benchmark: 2,000 nodes, 20,000 pods (~20 min)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 90m ./test/scale/
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w on the files above"; exit 1; }

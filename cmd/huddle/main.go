@@ -23,6 +23,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -55,6 +56,7 @@ func main() {
 		failover        = flag.Bool("failover", false, "fence a NotReady home node that the cloud reports shut down (taint "+controller.TaintShutdown+") with node.kubernetes.io/out-of-service, so its volumes detach at once instead of after 6 minutes; never an unreachable one")
 		evictionRate    = flag.Float64("max-evictions-per-second", 5, "cluster-wide limit of repair's evictions (each huddle also has its own: a burst of 10, then one per 2s)")
 		movesPerHour    = flag.Int("max-moves-per-hour", 6, "most whole-huddle moves (spec.move: WhenStuck) of one huddle per hour")
+		pprofAddr       = flag.String("pprof-bind-address", "", "address of the pprof endpoints (off if empty)")
 		qps             = flag.Float64("kube-api-qps", 100, "steady rate of requests to the API server")
 		burst           = flag.Int("kube-api-burst", 200, "requests to the API server allowed in a burst above --kube-api-qps")
 		certRotateCheck = flag.Duration("cert-check-interval", 12*time.Hour, "how often the webhook certificate is checked for rotation")
@@ -70,7 +72,7 @@ func main() {
 		metricsAddr: *metricsAddr, probeAddr: *probeAddr, leaderElect: *leaderElect,
 		missingGrace: *missingGrace, maxCandidates: *maxCandidates, workers: *workers, certRotateCheck: *certRotateCheck,
 		qps: float32(*qps), burst: *burst, failover: *failover, evictionsPerSecond: *evictionRate,
-		maxMovesPerHour: *movesPerHour,
+		maxMovesPerHour: *movesPerHour, pprofAddr: *pprofAddr,
 	}); err != nil {
 		log.Error(err, "huddle stopped")
 		os.Exit(1)
@@ -92,6 +94,7 @@ type runConfig struct {
 	failover                                 bool
 	evictionsPerSecond                       float64
 	maxMovesPerHour                          int
+	pprofAddr                                string
 }
 
 func run(c runConfig) error {
@@ -132,6 +135,10 @@ func run(c runConfig) error {
 		LeaderElectionID:        "huddle.huddle.io",
 		LeaderElectionNamespace: c.namespace,
 		WebhookServer:           webhook.NewServer(webhook.Options{Host: c.webhookHost, Port: c.webhookPort, CertDir: c.certDir}),
+		// huddle never reads managedFields; on pods they are a large share
+		// of what the informer caches hold.
+		Cache:            cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		PprofBindAddress: c.pprofAddr,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

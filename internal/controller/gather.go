@@ -12,6 +12,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -94,10 +95,11 @@ func (g *Gatherer) Claim(ctx context.Context, namespace, name string) (*ClaimFac
 	if err := g.Reader.List(ctx, pods, client.InNamespace(namespace), client.MatchingFields{IndexPodClaims: key}); err != nil {
 		return nil, err
 	}
+	resolved := map[types.UID]string{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		f.Pods = append(f.Pods, p)
-		m := g.member(ctx, p, f.Owners)
+		m := g.member(ctx, p, f.Owners, resolved)
 		f.Members = append(f.Members, m)
 	}
 	hud := &huddlev1.Huddle{}
@@ -188,7 +190,9 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 }
 
 // member converts a pod, resolving its owner workload into owners.
-func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]placement.Owner) placement.Member {
+// resolved remembers, by controller UID, the owner key found for earlier
+// members (members of a huddle mostly share their owners).
+func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]placement.Owner, resolved map[types.UID]string) placement.Member {
 	m := placement.Member{
 		Name:        p.Name,
 		Created:     p.CreationTimestamp.Time,
@@ -211,7 +215,16 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]
 			m.UnschedulableSince = c.LastTransitionTime.Time
 		}
 	}
+	ref := metav1.GetControllerOf(p)
+	if ref == nil {
+		return m
+	}
+	if key, ok := resolved[ref.UID]; ok {
+		m.Owner = key
+		return m
+	}
 	key, owner, ok := g.owner(ctx, p)
+	resolved[ref.UID] = key
 	if ok {
 		m.Owner = key
 		owners[key] = owner
@@ -304,6 +317,6 @@ func (g *Gatherer) Input(ctx context.Context, pod *corev1.Pod) (*placement.Input
 		facts = append(facts, f)
 		in.Claims = append(in.Claims, f.Claim)
 	}
-	in.Pod = g.member(ctx, pod, map[string]placement.Owner{})
+	in.Pod = g.member(ctx, pod, map[string]placement.Owner{}, map[types.UID]string{})
 	return in, facts, nil
 }

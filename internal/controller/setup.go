@@ -8,6 +8,7 @@ package controller
 import (
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -15,6 +16,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -119,7 +121,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfAttachment)).
 		Watches(&huddlev1.Huddle{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
-		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.allGated), builder.WithPredicates(nodeSchedulingChanged)).
+		Watches(&corev1.Node{}, m.gatedAfterNodeChange(), builder.WithPredicates(nodeSchedulingChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(placer)
 	if err != nil {
@@ -195,7 +197,7 @@ func (m *mapper) gatedOfClaim(ctx context.Context, o client.Object) []reconcile.
 
 func (m *mapper) gatedWith(ctx context.Context, namespace, claimKey string) []reconcile.Request {
 	pods := &corev1.PodList{}
-	if err := m.reader.List(ctx, pods, client.InNamespace(namespace), client.MatchingFields{IndexPodClaims: claimKey}); err != nil {
+	if err := m.reader.List(ctx, pods, client.InNamespace(namespace), client.MatchingFields{IndexPodClaims: claimKey}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	var out []reconcile.Request
@@ -207,9 +209,50 @@ func (m *mapper) gatedWith(ctx context.Context, namespace, claimKey string) []re
 	return out
 }
 
-func (m *mapper) allGated(ctx context.Context, _ client.Object) []reconcile.Request {
+// nodeChangeDelay coalesces node changes: every gated pod is looked at
+// again once per burst of node events, not once per event. On a large
+// cluster nodes change all the time (leases late under load, taints).
+const nodeChangeDelay = time.Second
+
+// gatedAfterNodeChange enqueues every gated pod nodeChangeDelay after a
+// node changed in a way that can change placement; further node events
+// meanwhile add nothing.
+func (m *mapper) gatedAfterNodeChange() handler.EventHandler {
+	var mu sync.Mutex
+	pending := false
+	schedule := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		mu.Lock()
+		defer mu.Unlock()
+		if pending {
+			return
+		}
+		pending = true
+		time.AfterFunc(nodeChangeDelay, func() {
+			mu.Lock()
+			pending = false
+			mu.Unlock()
+			for _, r := range m.allGated(ctx) {
+				q.Add(r)
+			}
+		})
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, _ event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			schedule(ctx, q)
+		},
+		UpdateFunc: func(ctx context.Context, _ event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			schedule(ctx, q)
+		},
+		DeleteFunc: func(ctx context.Context, _ event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			schedule(ctx, q)
+		},
+	}
+}
+
+func (m *mapper) allGated(ctx context.Context) []reconcile.Request {
 	pods := &corev1.PodList{}
-	if err := m.reader.List(ctx, pods, client.MatchingFields{indexGated: "true"}); err != nil {
+	// Only names are read: no need for the cache to copy every pod.
+	if err := m.reader.List(ctx, pods, client.MatchingFields{indexGated: "true"}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	out := make([]reconcile.Request, 0, len(pods.Items))
