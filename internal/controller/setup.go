@@ -8,7 +8,6 @@ package controller
 import (
 	"context"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -16,7 +15,6 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -32,8 +30,12 @@ import (
 	"github.com/huddle-io/huddle/internal/scope"
 )
 
-// indexGated indexes pods that carry huddle's gate.
-const indexGated = "huddle.io/gated"
+// indexGated indexes pods that carry huddle's gate; indexHeldFor gated
+// pods by the node changes that can release them.
+const (
+	indexGated   = "huddle.io/gated"
+	indexHeldFor = "huddle.io/held-for"
+)
 
 // IndexHuddleHome indexes Huddles by status.home, IndexAttachmentNode
 // VolumeAttachments by node.
@@ -73,6 +75,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := idx.IndexField(ctx, &corev1.Pod{}, indexGated, func(o client.Object) []string {
 		if p, ok := o.(*corev1.Pod); ok && placement.HasGate(p) {
 			return []string{"true"}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &corev1.Pod{}, indexHeldFor, func(o client.Object) []string {
+		if p, ok := o.(*corev1.Pod); ok && placement.HasGate(p) && p.Annotations[placement.AnnotationHeldFor] != "" {
+			return []string{p.Annotations[placement.AnnotationHeldFor]}
 		}
 		return nil
 	}); err != nil {
@@ -121,7 +131,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfAttachment)).
 		Watches(&huddlev1.Huddle{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
-		Watches(&corev1.Node{}, m.gatedAfterNodeChange(), builder.WithPredicates(nodeSchedulingChanged)).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.heldForNode), builder.WithPredicates(nodeSchedulingChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(placer)
 	if err != nil {
@@ -209,55 +219,22 @@ func (m *mapper) gatedWith(ctx context.Context, namespace, claimKey string) []re
 	return out
 }
 
-// nodeChangeDelay coalesces node changes: every gated pod is looked at
-// again once per burst of node events, not once per event. On a large
-// cluster nodes change all the time (leases late under load, taints).
-const nodeChangeDelay = time.Second
-
-// gatedAfterNodeChange enqueues every gated pod nodeChangeDelay after a
-// node changed in a way that can change placement; further node events
-// meanwhile add nothing.
-func (m *mapper) gatedAfterNodeChange() handler.EventHandler {
-	var mu sync.Mutex
-	pending := false
-	schedule := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		mu.Lock()
-		defer mu.Unlock()
-		if pending {
-			return
+// heldForNode maps a node change to the gated pods that a change of that
+// node (or of any node) can release, as their huddle.io/held-for
+// annotation says. Most gated pods wait for a peer, not a node: on a large
+// cluster, where some node changes every second, looking at every gated
+// pod on every node event was most of the placer's work.
+func (m *mapper) heldForNode(ctx context.Context, o client.Object) []reconcile.Request {
+	var out []reconcile.Request
+	for _, key := range []string{placement.WaitsOnNode(o.GetName()), placement.WaitsOnAnyNode} {
+		pods := &corev1.PodList{}
+		// Only names are read: no need for the cache to copy every pod.
+		if err := m.reader.List(ctx, pods, client.MatchingFields{indexHeldFor: key}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil
 		}
-		pending = true
-		time.AfterFunc(nodeChangeDelay, func() {
-			mu.Lock()
-			pending = false
-			mu.Unlock()
-			for _, r := range m.allGated(ctx) {
-				q.Add(r)
-			}
-		})
-	}
-	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, _ event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			schedule(ctx, q)
-		},
-		UpdateFunc: func(ctx context.Context, _ event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			schedule(ctx, q)
-		},
-		DeleteFunc: func(ctx context.Context, _ event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			schedule(ctx, q)
-		},
-	}
-}
-
-func (m *mapper) allGated(ctx context.Context) []reconcile.Request {
-	pods := &corev1.PodList{}
-	// Only names are read: no need for the cache to copy every pod.
-	if err := m.reader.List(ctx, pods, client.MatchingFields{indexGated: "true"}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil
-	}
-	out := make([]reconcile.Request, 0, len(pods.Items))
-	for i := range pods.Items {
-		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&pods.Items[i])})
+		for i := range pods.Items {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&pods.Items[i])})
+		}
 	}
 	return out
 }

@@ -45,7 +45,17 @@ type Decision struct {
 	// Shortfall then says what is missing.
 	Fits      bool
 	Shortfall string
+	// WaitsOn says, for a Hold, which node changes can end it:
+	// WaitsOnNode(name) for one node, WaitsOnAnyNode for any; "" if no
+	// node change can.
+	WaitsOn string
 }
+
+// WaitsOnAnyNode: any node change can end the hold.
+const WaitsOnAnyNode = "nodes"
+
+// WaitsOnNode: a change of the named node can end the hold.
+func WaitsOnNode(name string) string { return "node/" + name }
 
 // Reasons of decisions.
 const (
@@ -95,7 +105,7 @@ func Decide(in *Input) Decision {
 			continue
 		}
 		if why := unavailable(in.Nodes.Get(c.MoveTarget)); why != "" {
-			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonHomeLeaving,
+			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonHomeLeaving, WaitsOn: WaitsOnNode(c.MoveTarget),
 				Message: fmt.Sprintf("claim %s is moving to %s, which %s; waiting for the move to pick another node", c.Key, c.MoveTarget, why)}
 		}
 		return Decision{Action: PinHome, Nodes: []string{c.MoveTarget}, Claim: c.Key, Reason: ReasonMoveTarget, Fits: true,
@@ -120,7 +130,7 @@ func Decide(in *Input) Decision {
 			// A pin is final once the gate is gone: pinned to a cordoned or
 			// dead home the pod could never run. Keep it gated; once the
 			// members there are gone the huddle is placed afresh.
-			return Decision{Action: Hold, Claim: homeClaim, Reason: ReasonHomeLeaving,
+			return Decision{Action: Hold, Claim: homeClaim, Reason: ReasonHomeLeaving, WaitsOn: WaitsOnNode(home),
 				Message: fmt.Sprintf("claim %s home %s %s; waiting for the members there to leave, then placing the huddle where it fits", homeClaim, home, why)}
 		}
 		d := Decision{Action: PinHome, Nodes: []string{home}, Claim: homeClaim, Reason: ReasonHome,
@@ -344,7 +354,7 @@ func candidates(in *Input, claims []*Claim) Decision {
 			Message: fmt.Sprintf("claim %s has no home; candidates where the whole huddle fits (%s): %s", key, format(demand), strings.Join(fits, ","))}
 	}
 	if eligible == 0 {
-		return Decision{Action: Hold, Claim: key, Reason: ReasonNoCandidates, Fits: false,
+		return Decision{Action: Hold, Claim: key, Reason: ReasonNoCandidates, Fits: false, WaitsOn: WaitsOnAnyNode,
 			Shortfall: "no Ready, schedulable node satisfies every member's node selector, affinity and tolerations and the volume's zone",
 			Message:   fmt.Sprintf("claim %s: no node can take every member (selectors, tolerations, volume zone); waiting for one", key)}
 	}

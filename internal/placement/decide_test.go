@@ -204,3 +204,29 @@ func TestPlacingMarkerHolds(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitsOn: a hold says which node changes can end it, so the placer
+// looks again at that pod on those changes only.
+func TestWaitsOn(t *testing.T) {
+	p := gated("p", 1)
+	for _, tc := range []struct {
+		name string
+		in   *Input
+		want string
+	}{
+		{"home cordoned", input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p, bound("a", "n2"))), WaitsOnNode("n2")},
+		{"no eligible node", input(p, nodeList{node("n1").notReady()}, claim("ns/data", p)), WaitsOnAnyNode},
+		{"following the first member", input(gated("young", 0), nodeList{node("n1")}, claim("ns/data", gated("young", 0), gated("elder", 9))), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(tc.in)
+			if d.Action != Hold || d.WaitsOn != tc.want {
+				t.Fatalf("%s waits on %q, want Hold waiting on %q", d.Action, d.WaitsOn, tc.want)
+			}
+			held := Apply(&corev1.Pod{}, d, func(n string) string { return n })
+			if held.Annotations[AnnotationHeldFor] != tc.want {
+				t.Errorf("annotation %q, want %q", held.Annotations[AnnotationHeldFor], tc.want)
+			}
+		})
+	}
+}

@@ -18,6 +18,9 @@ const (
 	AnnotationHeld = "huddle.io/held"
 	// AnnotationReleased says why a pod was released without a pin.
 	AnnotationReleased = "huddle.io/released"
+	// AnnotationHeldFor says which node changes can end a hold (see
+	// Decision.WaitsOn); the placer looks again at such pods only.
+	AnnotationHeldFor = "huddle.io/held-for"
 )
 
 // HasGate reports whether pod carries huddle's scheduling gate.
@@ -40,9 +43,13 @@ func Apply(pod *corev1.Pod, d Decision, hostname func(string) string) *corev1.Po
 		out.Annotations = map[string]string{}
 	}
 	delete(out.Annotations, AnnotationHeld)
+	delete(out.Annotations, AnnotationHeldFor)
 	switch d.Action {
 	case Hold:
 		out.Annotations[AnnotationHeld] = d.Message
+		if d.WaitsOn != "" {
+			out.Annotations[AnnotationHeldFor] = d.WaitsOn
+		}
 		return out
 	case Release:
 		out.Annotations[AnnotationReleased] = d.Message
