@@ -55,6 +55,10 @@ type podState struct {
 	started  time.Time
 	stopAt   time.Time // a deleted pod's containers have exited at this time
 	ip       string
+	// proc runs the pod's containers as processes (nil: simulated);
+	// written is the proc status version last written.
+	proc    *procPod
+	written int
 }
 
 // syncPod moves one pod through the kubelet's lifecycle. It returns how
@@ -101,6 +105,9 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 	if pod.DeletionTimestamp != nil {
 		if st == nil {
 			return 0, p.remove(ctx, pod) // never admitted: nothing runs
+		}
+		if st.proc != nil {
+			return p.stopProcessPod(ctx, n, pod, st, now)
 		}
 		if st.stopAt.IsZero() {
 			st.stopAt = now.Add(min(p.stopDuration(pod), p.timing.Grace(gracePeriod(pod))))
@@ -152,13 +159,25 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		if wait := st.readyAt.Sub(now); wait > 0 {
 			return wait, nil
 		}
-		st.ip = p.podIP(n)
+		if st.ip == "" {
+			st.ip = p.podIP()
+		}
+		if p.procs.runsProcesses(pod) {
+			if st.proc == nil {
+				st.proc = newProcPod(p, n, pod, st.ip)
+			}
+			st.stage, st.started = stageRunning, now
+			return p.syncProcessPod(ctx, n, pod, st, now)
+		}
 		if err := p.writeStatus(ctx, pod, runningStatus(pod, n, now, st)); err != nil {
 			return 0, err
 		}
 		st.stage, st.started = stageRunning, now
 	}
 
+	if st.stage == stageRunning && st.proc != nil {
+		return p.syncProcessPod(ctx, n, pod, st, now)
+	}
 	if st.stage == stageRunning {
 		runFor := p.runDuration(pod)
 		if runFor <= 0 {
@@ -246,8 +265,12 @@ func (p *Pool) forget(ctx context.Context, key string) error {
 		p.mu.Unlock()
 		return nil // a dead kubelet notices nothing; power-on resyncs
 	}
+	st := n.pods[key]
 	delete(n.pods, key)
 	p.mu.Unlock()
+	if st != nil && st.proc != nil {
+		st.proc.powerOff() // the pod was force-deleted: its processes go at once
+	}
 	return p.syncVolumesInUse(ctx, n)
 }
 
@@ -282,11 +305,14 @@ func (p *Pool) allAttached(n *node, st *podState) bool {
 	return true
 }
 
-func (p *Pool) podIP(n *node) string {
+// podIP gives each pod an address of its own from 100.64.0.0/10, unique
+// in the cluster as the VPC CNI's are.
+func (p *Pool) podIP() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n.podIPs++
-	return fmt.Sprintf("100.64.%d.%d", (n.podIPs/250)%250, 1+n.podIPs%250)
+	p.podIPs++
+	i := p.podIPs
+	return fmt.Sprintf("100.%d.%d.%d", 64+(i>>16)%64, (i>>8)&255, i&255)
 }
 
 // attachableVolumes resolves the pod's claims to the unique volume names

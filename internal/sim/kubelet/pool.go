@@ -36,9 +36,13 @@ type Pool struct {
 	csiDrivers storagelisters.CSIDriverLister
 	queue      workqueue.TypedRateLimitingInterface[string]
 
+	// procs runs some images' containers as processes (nil: none).
+	procs *Processes
+
 	mu     sync.Mutex
 	nodes  map[string]*node
 	nextIP int
+	podIPs int
 }
 
 // node is one simulated node's kubelet state.
@@ -54,7 +58,6 @@ type node struct {
 	pods map[string]*podState
 	// reportedInUse is the last status.volumesInUse written, sorted.
 	reportedInUse []string
-	podIPs        int
 }
 
 // volumesInUse lists, sorted, the attachable volumes of pods that hold
@@ -146,9 +149,15 @@ func (p *Pool) Nodes() []string {
 	return names
 }
 
-// Run plays the kubelets until ctx ends.
+// RunProcesses makes the kubelets run containers of ps.Images as real
+// processes. Call it before Run.
+func (p *Pool) RunProcesses(ps *Processes) { p.procs = ps }
+
+// Run plays the kubelets until ctx ends, then stops every process it
+// started.
 func (p *Pool) Run(ctx context.Context, workers int) {
 	defer p.queue.ShutDown()
+	defer p.stopAllProcesses()
 	ctx = klog.NewContext(ctx, p.logger)
 	for range workers {
 		go wait.UntilWithContext(ctx, p.worker, time.Second)
@@ -219,6 +228,13 @@ func (p *Pool) onNode(obj any) {
 	wasPowered := n.powered
 	n.powered = poweredFromAnnotations(nodeObj.Annotations)
 	poweredOn := n.powered && !wasPowered
+	if wasPowered && !n.powered {
+		for _, st := range n.pods {
+			if st.proc != nil {
+				go st.proc.powerOff()
+			}
+		}
+	}
 	var keys []string
 	if attachChanged || poweredOn {
 		for key := range n.pods {
