@@ -13,6 +13,10 @@ help: ## List the targets
 build: ## Build huddle-sim into bin/
 	$(GO) build -o bin/huddle-sim ./cmd/huddle-sim
 
+.PHONY: image
+image: ## Build huddle's container image (linux/amd64, linux/arm64) into bin/image without a container engine
+	$(GO) run ./hack/image
+
 .PHONY: sim-build
 sim-build: ## Build the simulator's control plane into .cache/ (first time about 13 minutes)
 	$(GO) run ./cmd/huddle-sim build
