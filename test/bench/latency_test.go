@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run())
 	}
-	os.Exit(simtest.Main(m, simtest.Options{Huddle: true, HuddleArgs: []string{"--failover"}}))
+	os.Exit(simtest.Main(m, simtest.Options{Huddle: true, HuddleValues: map[string]any{"failover": true}}))
 }
 
 // BenchmarkPodStartLatency creates pods of shared claims (gated by huddle,

@@ -175,15 +175,11 @@ func (h histogram) quantile(q float64) float64 {
 }
 
 func scrape(b *testing.B, env *simtest.Env) metrics {
-	resp, err := http.Get(env.Cluster.HuddleMetrics)
+	text, err := env.Cluster.HuddleMetricsText(env.Ctx)
 	if err != nil {
 		b.Fatalf("huddle /metrics: %v", err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.Fatal(err)
-	}
+	raw := []byte(text)
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
 	if err != nil {

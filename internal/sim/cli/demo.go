@@ -14,6 +14,7 @@ import (
 
 func newDemo() *cobra.Command {
 	f := &clusterFlags{}
+	hf := &huddleFlags{huddle: true}
 	var stockOnly bool
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -25,7 +26,8 @@ nodes in one zone, twice, each time on a fresh simulated cluster:
   1. with the stock kube-scheduler only: the pods spread over the nodes, the
      volume attaches to one, and every pod elsewhere hangs in
      ContainerCreating with the attach/detach controller's Multi-Attach error;
-  2. with huddle: every pod runs on the node that holds the volume.
+  2. with huddle, installed from its Helm chart (charts/huddle): every pod
+     runs on the node that holds the volume.
 
 It prints both placement reports and a side-by-side summary: where each pod
 ran, how many hung, and how long until all were Running.`,
@@ -39,6 +41,10 @@ ran, how many hung, and how long until all were Running.`,
 			if err != nil {
 				return err
 			}
+			huddleValues, err := hf.values()
+			if err != nil {
+				return err
+			}
 			ctx, cancel := signalContext()
 			defer cancel()
 			out, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -47,7 +53,7 @@ ran, how many hung, and how long until all were Running.`,
 				if err != nil {
 					return nil, err
 				}
-				c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: f.cacheDir, Progress: stderr, Huddle: withHuddle})
+				c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: f.cacheDir, Progress: stderr, Huddle: withHuddle, HuddleValues: huddleValues})
 				if err != nil {
 					return nil, interrupted(ctx, err)
 				}
@@ -85,6 +91,7 @@ ran, how many hung, and how long until all were Running.`,
 		},
 	}
 	f.add(cmd, "fast")
+	hf.add(cmd, false)
 	cmd.Flags().BoolVar(&stockOnly, "stock-only", false, "show only the stock scheduler's run")
 	return cmd
 }

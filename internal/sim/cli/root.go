@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"helm.sh/helm/v4/pkg/cli/values"
+	"helm.sh/helm/v4/pkg/getter"
 	"k8s.io/klog/v2"
 
 	"github.com/huddle-io/huddle/internal/sim/binaries"
@@ -154,6 +156,35 @@ func (f *clusterFlags) profile() (timing.Profile, error) {
 		return p, usageErrorf("--timing: %v", err)
 	}
 	return p, nil
+}
+
+// huddleFlags install huddle from its chart and pass it values.
+type huddleFlags struct {
+	huddle bool
+	set    []string
+	files  []string
+}
+
+func (f *huddleFlags) add(cmd *cobra.Command, withSwitch bool) {
+	fs := cmd.Flags()
+	if withSwitch {
+		fs.BoolVar(&f.huddle, "huddle", false, "also install huddle from its Helm chart (charts/huddle, mode=cluster); its pods run as real huddle processes under their ServiceAccount. Needs root for the pods' network namespaces, else huddle runs as a local process")
+	}
+	fs.StringArrayVar(&f.set, "huddle-set", nil, "a value for huddle's chart, as helm --set takes it (repeatable), e.g. --huddle-set failover=true")
+	fs.StringArrayVar(&f.files, "huddle-values", nil, "a values file for huddle's chart, as helm -f takes it (repeatable)")
+}
+
+// values are the chart values the flags give; an error names the flag.
+func (f *huddleFlags) values() (map[string]any, error) {
+	if !f.huddle && (len(f.set) > 0 || len(f.files) > 0) {
+		return nil, usageErrorf("--huddle-set and --huddle-values need --huddle")
+	}
+	opts := values.Options{ValueFiles: f.files, Values: f.set}
+	v, err := opts.MergeValues(getter.Providers{})
+	if err != nil {
+		return nil, usageErrorf("huddle chart values: %v", err)
+	}
+	return v, nil
 }
 
 // signalContext is cancelled by SIGINT or SIGTERM.

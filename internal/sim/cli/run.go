@@ -14,7 +14,7 @@ import (
 )
 
 type runOptions struct {
-	huddle    bool
+	huddle    huddleFlags
 	cluster   clusterFlags
 	files     []string
 	output    string
@@ -50,8 +50,8 @@ error, 2 for usage errors.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
 	o.cluster.add(cmd, "eks")
+	o.huddle.add(cmd, true)
 	fs := cmd.Flags()
-	fs.BoolVar(&o.huddle, "huddle", false, "also install and run huddle (cluster-wide mode, webhook over TLS on loopback); needs a huddle checkout or the huddle binary next to huddle-sim")
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "manifest file to apply, - for stdin (repeatable)")
 	fs.StringVarP(&o.output, "output", "o", "table", "report format: table or json")
 	fs.StringVarP(&o.namespace, "namespace", "n", "default", "namespace for objects that name none")
@@ -69,6 +69,10 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 		return usageErrorf("--output %q: use table or json", o.output)
 	}
 	profile, err := o.cluster.profile()
+	if err != nil {
+		return err
+	}
+	huddleValues, err := o.huddle.values()
 	if err != nil {
 		return err
 	}
@@ -93,7 +97,7 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	stderr := cmd.ErrOrStderr()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr, Huddle: o.huddle})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr, Huddle: o.huddle.huddle, HuddleValues: huddleValues})
 	if err != nil {
 		return interrupted(ctx, err)
 	}

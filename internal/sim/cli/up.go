@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -12,7 +14,7 @@ import (
 )
 
 type upOptions struct {
-	huddle        bool
+	huddle        huddleFlags
 	cluster       clusterFlags
 	files         []string
 	namespace     string
@@ -42,8 +44,8 @@ Simulate failures by annotating nodes:
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
 	o.cluster.add(cmd, "eks")
+	o.huddle.add(cmd, true)
 	fs := cmd.Flags()
-	fs.BoolVar(&o.huddle, "huddle", false, "also install and run huddle (cluster-wide mode, webhook over TLS on loopback); needs a huddle checkout or the huddle binary next to huddle-sim")
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "manifests: Node objects become simulated nodes, the rest is applied (repeatable, - for stdin)")
 	fs.StringVarP(&o.namespace, "namespace", "n", "default", "namespace for objects that name none")
 	fs.StringVar(&o.kubeconfigOut, "kubeconfig-out", "", "also write the admin kubeconfig to this path (removed on exit)")
@@ -52,6 +54,10 @@ Simulate failures by annotating nodes:
 
 func (o *upOptions) run(cmd *cobra.Command) error {
 	profile, err := o.cluster.profile()
+	if err != nil {
+		return err
+	}
+	huddleValues, err := o.huddle.values()
 	if err != nil {
 		return err
 	}
@@ -72,7 +78,7 @@ func (o *upOptions) run(cmd *cobra.Command) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	stderr := cmd.ErrOrStderr()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr, Huddle: o.huddle})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr, Huddle: o.huddle.huddle, HuddleValues: huddleValues})
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -102,9 +108,32 @@ func (o *upOptions) run(cmd *cobra.Command) error {
 	fmt.Fprintf(stderr, "Cluster ready in %.1fs (boot, binaries cached): %d nodes, timing %s, Kubernetes components logs in %s\n",
 		c.BootTime.Seconds(), len(specs), profile.Name, c.Dir)
 	fmt.Fprintln(cmd.OutOrStdout(), kubeconfig)
+	if o.huddle.huddle {
+		if err := printHuddleAccess(ctx, c, stderr); err != nil {
+			return interrupted(ctx, err)
+		}
+	}
 	waitForInterrupt(ctx, c, stderr)
 	start := time.Now()
 	c.Stop()
 	fmt.Fprintf(stderr, "Stopped in %.1fs and removed %s\n", time.Since(start).Seconds(), c.Dir)
+	return nil
+}
+
+// printHuddleAccess tells how to read huddle's logs and metrics: there is
+// no kubelet API for kubectl logs or port-forward, so logs are files and
+// metrics a forward to the leader.
+func printHuddleAccess(ctx context.Context, c *cluster.Cluster, w io.Writer) error {
+	if c.Huddle != nil { // the local-process path
+		fmt.Fprintf(w, "huddle runs as a local process: log %s/huddle.log, metrics %s\n", c.Dir, c.HuddleMetrics)
+		return nil
+	}
+	metrics, err := c.ForwardHuddleMetrics(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "huddle runs from its chart as release %s in namespace %s (helm values: %v).\n", cluster.HuddleRelease, cluster.HuddleNamespace, c.HuddleValues())
+	fmt.Fprintf(w, "  logs (one file per container start, as /var/log/pods): %s/pods/%s_<pod>_<uid>/huddle/<restart>.log\n", c.Dir, cluster.HuddleNamespace)
+	fmt.Fprintf(w, "  metrics of the leading replica: curl %s\n", metrics)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -31,7 +32,9 @@ import (
 	"github.com/huddle-io/huddle/internal/sim/controlplane"
 	"github.com/huddle-io/huddle/internal/sim/ebs"
 	"github.com/huddle-io/huddle/internal/sim/kubelet"
+	"github.com/huddle-io/huddle/internal/sim/podnet"
 	"github.com/huddle-io/huddle/internal/sim/timing"
+	"github.com/huddle-io/huddle/internal/version"
 )
 
 // DefaultStorageClass is the name of the default StorageClass.
@@ -46,11 +49,18 @@ type Options struct {
 	CacheDir string
 	// Progress receives boot progress lines (nil: discard).
 	Progress io.Writer
-	// Huddle installs huddle (CRD, RBAC) and starts its controller
-	// manager with the webhook on loopback, in cluster-wide mode.
+	// Huddle installs huddle from its chart (charts/huddle, with Helm's
+	// SDK); the kubelets run its pods as processes of the huddle binary.
 	Huddle bool
-	// HuddleArgs are extra command-line flags for huddle (--failover, …).
-	HuddleArgs []string
+	// HuddleValues are chart values over huddle-sim's defaults (mode
+	// cluster, the profile's claim grace).
+	HuddleValues map[string]any
+	// HuddleLocal runs huddle as one local process with its webhook on
+	// loopback instead of from the chart: the path for machines where pods
+	// cannot get network namespaces (not root). HuddleArgs are its extra
+	// flags.
+	HuddleLocal bool
+	HuddleArgs  []string
 }
 
 // Cluster is a running simulated cluster.
@@ -68,12 +78,16 @@ type Cluster struct {
 	Timing   timing.Profile
 	// BootTime is how long Start took once binaries were available.
 	BootTime time.Duration
-	// Huddle is the running huddle process (nil if not started);
-	// HuddleMetrics its metrics URL.
+	// Huddle is the running huddle process on the local-process path
+	// (nil otherwise); HuddleMetrics its metrics URL.
 	Huddle        *controlplane.Process
 	HuddleMetrics string
+	// Network holds the sandboxes of pods that run as processes.
+	Network *podnet.Network
 
-	cacheDir string
+	cacheDir     string
+	huddleLocal  bool
+	huddleValues map[string]any
 
 	cp     *controlplane.ControlPlane
 	cancel context.CancelFunc
@@ -95,20 +109,49 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	local := opts.Huddle && opts.HuddleLocal
+	var huddleBin string
+	if opts.Huddle {
+		if !local {
+			if err := podnet.Supported(); err != nil {
+				fmt.Fprintf(progress, "warning: %v; huddle runs as a local process instead of from its chart\n", err)
+				local = true
+			}
+		}
+		fmt.Fprintln(progress, "Building huddle")
+		if huddleBin, err = binaries.Huddle(ctx, cacheDir); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	dir, err := os.MkdirTemp("", "huddle-sim-")
 	if err != nil {
 		return nil, err
 	}
-	cp, err := controlplane.Start(ctx, controlplane.Config{Binaries: set, Dir: dir, Timing: opts.Timing, Progress: progress})
-	if err != nil {
+	// Pods' processes run as their runAsUser: they must traverse the
+	// cluster's directory to their own (its files stay private).
+	if err := os.Chmod(dir, 0o711); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
+	network := podnet.New(0)
+	egress := filepath.Join(dir, "egress.sock")
+	if err := network.ServeEgress(runCtx, egress); err != nil {
+		cancel()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Config{Binaries: set, Dir: dir, Timing: opts.Timing, Progress: progress, EgressSocket: egress})
+	if err != nil {
+		cancel()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	network.SetAPIPort(cp.APIPort)
 	c := &Cluster{
-		Kubeconfig: cp.Kubeconfig, Dir: dir, Admin: cp.Admin, Binaries: set, Timing: opts.Timing,
-		cp: cp, cancel: cancel, cacheDir: cacheDir,
+		Kubeconfig: cp.Kubeconfig, Dir: dir, Admin: cp.Admin, Binaries: set, Timing: opts.Timing, Network: network,
+		cp: cp, cancel: cancel, cacheDir: cacheDir, huddleLocal: local,
 	}
 	defer func() {
 		if err != nil {
@@ -131,6 +174,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	factory := informers.NewSharedInformerFactory(simClient, 0)
 	c.Cloud = ebs.NewCloud(opts.Timing.AttachDelay, opts.Timing.DetachDelay)
 	c.Kubelets = kubelet.New(simClient, factory, opts.Timing, broadcaster)
+	if huddleBin != "" {
+		c.Kubelets.RunProcesses(&kubelet.Processes{
+			Images:  map[string]kubelet.Image{version.Image: {Binary: huddleBin, Entrypoint: "/huddle"}},
+			Network: network, Server: cp.URL, CA: cp.CA, Dir: filepath.Join(dir, "pods"),
+		})
+	}
 	attacher := ebs.NewAttacher(simClient, c.Cloud, factory)
 	provisioner := ebs.NewProvisioner(simClient, c.Cloud, factory,
 		broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ebs.csi.aws.com_ebs-csi-controller"}))
@@ -156,13 +205,19 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.waitNodesSchedulable(ctx); err != nil {
 		return nil, err
 	}
-	if opts.Huddle {
-		fmt.Fprintln(progress, "Installing huddle and starting its controller manager")
-		if err := c.installHuddle(ctx); err != nil {
+	switch {
+	case opts.Huddle && local:
+		fmt.Fprintln(progress, "Installing huddle and starting its controller manager as a local process")
+		if err := c.installLocalHuddle(ctx); err != nil {
 			return nil, fmt.Errorf("install huddle: %w", err)
 		}
-		if err := c.StartHuddle(ctx, opts.HuddleArgs...); err != nil {
+		if err := c.startLocalHuddle(ctx, opts.HuddleArgs...); err != nil {
 			return nil, fmt.Errorf("start huddle: %w", err)
+		}
+	case opts.Huddle:
+		fmt.Fprintf(progress, "Installing huddle from its chart (helm install %s charts/huddle -n %s)\n", HuddleRelease, HuddleNamespace)
+		if err := c.InstallHuddle(ctx, opts.HuddleValues); err != nil {
+			return nil, fmt.Errorf("install huddle: %w", err)
 		}
 	}
 	c.BootTime = time.Since(start)

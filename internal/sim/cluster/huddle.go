@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -27,9 +28,9 @@ import (
 // HuddleNamespace is where huddle runs in the simulator.
 const HuddleNamespace = "huddle-system"
 
-// installHuddle installs what a huddle release installs: its namespace,
-// CRD, and ClusterRole bound to huddle's identity.
-func (c *Cluster) installHuddle(ctx context.Context) error {
+// installLocalHuddle installs, for the local-process path, huddle's
+// namespace, CRD, and generated ClusterRole bound to huddle's identity.
+func (c *Cluster) installLocalHuddle(ctx context.Context) error {
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HuddleNamespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
@@ -80,11 +81,30 @@ func (c *Cluster) installHuddle(ctx context.Context) error {
 	})
 }
 
-// StartHuddle starts the huddle controller manager as a local process
-// with its webhook on loopback (cluster-wide mode on) and waits until the
-// webhook is registered with its CA and ready. extraArgs are added to its
-// command line.
+// StartHuddle starts huddle again after StopHuddle: the chart's Deployment
+// back to its replicas, waiting until huddle serves. On the local-process
+// path it starts the process, with extraArgs added to its command line.
 func (c *Cluster) StartHuddle(ctx context.Context, extraArgs ...string) error {
+	if !c.huddleLocal {
+		if len(extraArgs) > 0 {
+			return fmt.Errorf("huddle runs from its chart: change flags with UpgradeHuddle (chart values), not %v", extraArgs)
+		}
+		replicas := int32(2)
+		if r, ok := c.huddleValues["replicas"].(int); ok {
+			replicas = int32(r)
+		}
+		if err := c.scaleHuddle(ctx, replicas, false); err != nil {
+			return err
+		}
+		return c.waitHuddleServing(ctx)
+	}
+	return c.startLocalHuddle(ctx, extraArgs...)
+}
+
+// startLocalHuddle starts the huddle controller manager as a local process
+// with its webhook on loopback (cluster-wide mode on) and waits until the
+// webhook is registered with its CA and ready.
+func (c *Cluster) startLocalHuddle(ctx context.Context, extraArgs ...string) error {
 	bin, err := binaries.Huddle(ctx, c.cacheDir)
 	if err != nil {
 		return err
@@ -141,8 +161,29 @@ func (c *Cluster) StartHuddle(ctx context.Context, extraArgs ...string) error {
 	return nil
 }
 
-// StopHuddle stops the huddle process; kill makes it a crash (SIGKILL).
+// StopHuddle stops huddle: the chart's Deployment scaled to 0 (kill:
+// its pods deleted at once, their processes killed as in a crash), or the
+// local process (kill: SIGKILL).
 func (c *Cluster) StopHuddle(kill bool) {
+	if !c.huddleLocal {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := c.scaleHuddle(ctx, 0, kill); err != nil {
+			fmt.Fprintf(os.Stderr, "huddle-sim: stop huddle: %v\n", err)
+			return
+		}
+		_ = waitFor(ctx, time.Minute, "huddle's pods to stop", func() error {
+			pods, err := c.Client.CoreV1().Pods(HuddleNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=huddle"})
+			if err != nil {
+				return err
+			}
+			if len(pods.Items) > 0 {
+				return fmt.Errorf("%d pods left", len(pods.Items))
+			}
+			return nil
+		})
+		return
+	}
 	if c.Huddle == nil {
 		return
 	}

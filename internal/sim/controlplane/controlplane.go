@@ -29,6 +29,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/huddle-io/huddle/internal/sim/binaries"
+	"github.com/huddle-io/huddle/internal/sim/podnet"
 	"github.com/huddle-io/huddle/internal/sim/timing"
 )
 
@@ -40,6 +41,10 @@ type Config struct {
 	Timing timing.Profile
 	// Progress receives one line per boot step (nil: discard).
 	Progress io.Writer
+	// EgressSocket, if set, is the Unix socket of an HTTP CONNECT proxy
+	// through which the API server reaches the cluster's pods (webhooks
+	// behind Services, routed to their endpoints' IPs); see package podnet.
+	EgressSocket string
 }
 
 // ControlPlane is a running control plane.
@@ -52,9 +57,12 @@ type ControlPlane struct {
 	// HuddleKubeconfig authenticates as HuddleUser.
 	HuddleKubeconfig string
 	// Dir is Config.Dir; component logs are Dir/<component>.log.
-	Dir   string
-	URL   string
-	procs []*process
+	Dir string
+	URL string
+	// APIPort is the API server's port on 127.0.0.1; CA its CA (PEM).
+	APIPort int
+	CA      []byte
+	procs   []*process
 }
 
 // Start boots the control plane and returns when every component is
@@ -78,11 +86,13 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}
 	etcdPort, peerPort, apiPort, kcmPort, schedPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 	url := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
-	cp = &ControlPlane{Dir: cfg.Dir, URL: url, Kubeconfig: filepath.Join(cfg.Dir, "kubeconfig")}
+	started := &ControlPlane{Dir: cfg.Dir, URL: url, APIPort: apiPort, CA: pki.caPEM, Kubeconfig: filepath.Join(cfg.Dir, "kubeconfig")}
+	cp = started
+	// `return nil, err` sets cp to nil before this runs: stop what was
+	// started through its own variable.
 	defer func() {
 		if err != nil {
-			cp.Stop()
-			cp = nil
+			started.Stop()
 		}
 	}()
 
@@ -127,27 +137,37 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	cp.procs = append(cp.procs, etcd)
 
 	tol := strconv.Itoa(int(t.NotReadyToleration.Seconds()))
+	var egress []string
+	if cfg.EgressSocket != "" {
+		path := filepath.Join(cfg.Dir, "egress-selector.yaml")
+		if err := os.WriteFile(path, []byte(podnet.EgressConfig(cfg.EgressSocket)), 0o600); err != nil {
+			return nil, err
+		}
+		// No kube-proxy gives Services virtual IPs here, so webhooks are
+		// called at their endpoints (pod IPs), through the egress proxy.
+		egress = []string{"--egress-selector-config-file=" + path, "--enable-aggregator-routing=true"}
+	}
 	fmt.Fprintln(progress, "Starting kube-apiserver")
-	apiserver, err := startProcess("kube-apiserver", cp.logPath("kube-apiserver"), nil, cfg.Binaries.APIServer,
-		"--etcd-servers="+etcdURL,
+	apiserver, err := startProcess("kube-apiserver", cp.logPath("kube-apiserver"), nil, cfg.Binaries.APIServer, append([]string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(apiPort),
-		"--tls-cert-file="+pki.ServingCert, "--tls-private-key-file="+pki.ServKey,
-		"--client-ca-file="+pki.CACert,
-		"--token-auth-file="+pki.TokenFile,
+		"--secure-port=" + strconv.Itoa(apiPort),
+		"--tls-cert-file=" + pki.ServingCert, "--tls-private-key-file=" + pki.ServKey,
+		"--client-ca-file=" + pki.CACert,
+		"--token-auth-file=" + pki.TokenFile,
 		"--authorization-mode=Node,RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+pki.SAPub,
-		"--service-account-signing-key-file="+pki.SAKey,
+		"--service-account-key-file=" + pki.SAPub,
+		"--service-account-signing-key-file=" + pki.SAKey,
 		"--service-cluster-ip-range=10.96.0.0/16",
 		// The kubernetes Service cannot point at a loopback address.
 		"--endpoint-reconciler-type=none",
-		"--default-not-ready-toleration-seconds="+tol,
-		"--default-unreachable-toleration-seconds="+tol,
+		"--default-not-ready-toleration-seconds=" + tol,
+		"--default-unreachable-toleration-seconds=" + tol,
 		"--allow-privileged=true",
 		"--profiling=false",
-		"--cert-dir="+filepath.Join(cfg.Dir, "apiserver-certs"),
-	)
+		"--cert-dir=" + filepath.Join(cfg.Dir, "apiserver-certs"),
+	}, egress...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -117,7 +117,6 @@ type container struct {
 	ready      bool
 	started    bool // startup probe passed (or none)
 	stopProbes context.CancelFunc
-	err        string // why the container cannot start (CreateContainerConfigError)
 }
 
 func newProcPod(p *Pool, n *node, pod *corev1.Pod, ip string) *procPod {
@@ -187,7 +186,7 @@ func (pp *procPod) sync(ctx context.Context) time.Duration {
 	var next time.Duration
 	now := time.Now()
 	for _, c := range pp.containers {
-		if c.image == nil || c.running || c.err != "" {
+		if c.image == nil || c.running {
 			continue
 		}
 		if c.term != nil {
@@ -207,8 +206,11 @@ func (pp *procPod) sync(ctx context.Context) time.Duration {
 			c.restarts++
 		}
 		if err := pp.start(ctx, c); err != nil {
-			c.err = err.Error()
+			// As containerd reports a container that could not start: it
+			// ends at once with StartError, and restarts with back-off.
 			pp.recorder.Eventf(pp.pod, corev1.EventTypeWarning, "Failed", "Error: %v", err)
+			c.term = &corev1.ContainerStateTerminated{ExitCode: 128, Reason: "StartError", Message: err.Error(),
+				StartedAt: metav1.Now(), FinishedAt: metav1.Now()}
 		}
 		pp.version++
 	}
@@ -480,10 +482,6 @@ func (pp *procPod) status(pod *corev1.Pod, n *node, now time.Time, stopped bool)
 			term = &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: metav1.NewTime(c.startedAt), FinishedAt: t}
 		}
 		switch {
-		case c.err != "":
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: c.err}
-			active = !stopped
-			failed = failed || stopped
 		case c.running && !stopped:
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(c.startedAt)}
 			active = true

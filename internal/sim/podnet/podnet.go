@@ -48,9 +48,17 @@ type Network struct {
 }
 
 // New returns a network whose sandboxes forward 127.0.0.1:apiPort to the
-// host's API server on the same port.
+// host's API server on the same port (0: set it later with SetAPIPort,
+// before the first sandbox).
 func New(apiPort int) *Network {
 	return &Network{apiPort: apiPort, byIP: map[string]*Sandbox{}}
+}
+
+// SetAPIPort sets the API server's port, once it is known.
+func (n *Network) SetAPIPort(port int) {
+	n.mu.Lock()
+	n.apiPort = port
+	n.mu.Unlock()
 }
 
 // Supported returns nil if this process can create network namespaces.
@@ -81,7 +89,10 @@ func (n *Network) NewSandbox(ip string) (*Sandbox, error) {
 	if addr == nil || addr.To4() == nil {
 		return nil, fmt.Errorf("pod IP %q is not an IPv4 address", ip)
 	}
-	s := &Sandbox{IP: ip, apiPort: n.apiPort, net: n}
+	n.mu.Lock()
+	apiPort := n.apiPort
+	n.mu.Unlock()
+	s := &Sandbox{IP: ip, apiPort: apiPort, net: n}
 	ns, err := inNewNamespace(func(ns netns.NsHandle) error {
 		h, err := netlink.NewHandleAt(ns)
 		if err != nil {
@@ -99,7 +110,7 @@ func (n *Network) NewSandbox(ip string) (*Sandbox, error) {
 			return fmt.Errorf("add %s to lo: %w", ip, err)
 		}
 		// A socket keeps the namespace it was created in.
-		s.api, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(n.apiPort))
+		s.api, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(apiPort))
 		return err
 	})
 	if err != nil {
@@ -175,6 +186,26 @@ func (s *Sandbox) Forward(ctx context.Context, port int) (string, error) {
 	go func() { <-ctx.Done(); l.Close() }()
 	target := net.JoinHostPort(s.IP, strconv.Itoa(port))
 	go serve(l, func(ctx context.Context) (net.Conn, error) { return s.Dial(ctx, target) })
+	return l.Addr().String(), nil
+}
+
+// Forward listens on a free host port of 127.0.0.1 and forwards each
+// connection to the sandbox address target returns at that moment (so a
+// forward can follow a leader from pod to pod). It returns the host
+// address; forwarding stops with ctx.
+func (n *Network) Forward(ctx context.Context, target func(context.Context) (string, error)) (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() { <-ctx.Done(); l.Close() }()
+	go serve(l, func(ctx context.Context) (net.Conn, error) {
+		addr, err := target(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return n.Dial(ctx, "tcp", addr)
+	})
 	return l.Addr().String(), nil
 }
 

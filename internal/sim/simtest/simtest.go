@@ -49,10 +49,15 @@ type Options struct {
 	Timing *timing.Profile
 	// Nodes are shared by every test; most tests use their own pools.
 	Nodes []kubelet.NodeSpec
-	// Huddle starts huddle (cluster-wide mode) in the cluster.
+	// Huddle installs huddle from its chart (mode cluster); its two
+	// replicas run on two nodes of their own, added when Nodes is empty.
 	Huddle bool
-	// HuddleArgs are extra flags for huddle (--failover, …).
-	HuddleArgs []string
+	// HuddleValues are chart values (failover: true, …).
+	HuddleValues map[string]any
+	// AllowForbidden lets huddle's logs say "forbidden" (a test that takes
+	// a permission away); otherwise any such line fails the package, since
+	// the chart's RBAC must grant everything huddle does.
+	AllowForbidden bool
 }
 
 var (
@@ -69,7 +74,12 @@ func Main(m *testing.M, opts Options) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: opts.Nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleArgs: opts.HuddleArgs})
+	nodes := opts.Nodes
+	if opts.Huddle && len(nodes) == 0 {
+		// Where huddle's own pods run; tests' pods go to their pools.
+		nodes = []kubelet.NodeSpec{{Name: "system-0", Zone: "us-east-1a"}, {Name: "system-1", Zone: "us-east-1b"}}
+	}
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleValues: opts.HuddleValues})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "simtest: cannot start the simulated cluster: %v\n", err)
 		return 1
@@ -96,7 +106,31 @@ func Main(m *testing.M, opts Options) int {
 		close(sigs)
 		c.Stop()
 	}()
-	return m.Run()
+	code := m.Run()
+	if opts.Huddle && !opts.AllowForbidden {
+		if lines := grepLogs(c.HuddleLogs(), "forbidden"); len(lines) > 0 {
+			fmt.Fprintf(os.Stderr, "simtest: huddle's logs say forbidden %d times: the chart's RBAC lacks a permission huddle uses:\n%s\n", len(lines), strings.Join(lines[:min(len(lines), 10)], "\n"))
+			return 1
+		}
+	}
+	return code
+}
+
+// grepLogs returns the lines of files that contain s, prefixed by file.
+func grepLogs(files []string, s string) []string {
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, s) {
+				out = append(out, f+": "+line)
+			}
+		}
+	}
+	return out
 }
 
 // Env is one test's view of the cluster.

@@ -254,9 +254,9 @@ func TestMoveRespectsDisruptionBudget(t *testing.T) {
 // back. Without failover (TestShutdownWithoutFailover) the pods stay
 // Terminating on the dead node, holding the volume, and nothing recovers.
 func TestShutdownFailover(t *testing.T) {
-	// Not parallel: it restarts the cluster's huddle with --failover.
+	// Not parallel: it upgrades the cluster's huddle with failover on.
 	env := simtest.New(t)
-	restartHuddle(env, "--failover")
+	setHuddleValues(env, map[string]any{"failover": true})
 	env.AddNodes(3, simtest.NodeOptions{})
 	sentry(env)
 	home := together(env, "app.kubernetes.io/part-of=sentry", 6, time.Minute)
@@ -312,7 +312,7 @@ func TestShutdownFailover(t *testing.T) {
 // --failover it is never fenced, and its huddle waits.
 func TestUnreachableNodeNeverFenced(t *testing.T) {
 	env := simtest.New(t)
-	restartHuddle(env, "--failover")
+	setHuddleValues(env, map[string]any{"failover": true})
 	env.AddNodes(2, simtest.NodeOptions{})
 	env.Create(env.Claim("data"), env.Deployment("app", 2, "data"))
 	home := together(env, "app=app", 2, time.Minute)
@@ -344,7 +344,7 @@ func TestUnreachableNodeNeverFenced(t *testing.T) {
 // down, for as long as nobody deletes the pods or the node.
 func TestShutdownWithoutFailover(t *testing.T) {
 	env := simtest.New(t)
-	restartHuddle(env)
+	setHuddleValues(env, map[string]any{"failover": false})
 	env.AddNodes(3, simtest.NodeOptions{})
 	sentry(env)
 	home := together(env, "app.kubernetes.io/part-of=sentry", 6, time.Minute)
@@ -375,22 +375,22 @@ func TestShutdownWithoutFailover(t *testing.T) {
 	together(env, "app.kubernetes.io/part-of=sentry", 6, 2*time.Minute)
 }
 
-// restartHuddle restarts the cluster's huddle with args for the rest of
-// the test, and with the defaults afterwards.
-func restartHuddle(env *simtest.Env, args ...string) {
+// setHuddleValues upgrades huddle's release with values (helm upgrade)
+// for the rest of the test, and back to the values before afterwards.
+func setHuddleValues(env *simtest.Env, values map[string]any) {
 	env.T.Helper()
 	c := env.Cluster
-	c.StopHuddle(false)
-	if err := c.StartHuddle(env.Ctx, args...); err != nil {
-		env.T.Fatalf("start huddle %v: %v", args, err)
-	}
-	if len(args) == 0 {
-		return
+	before := c.HuddleValues()
+	if err := c.UpgradeHuddle(env.Ctx, values); err != nil {
+		env.T.Fatalf("helm upgrade huddle with %v: %v", values, err)
 	}
 	env.T.Cleanup(func() {
-		c.StopHuddle(false)
-		if err := c.StartHuddle(context.Background()); err != nil {
-			env.T.Errorf("restart huddle: %v", err)
+		undo := map[string]any{}
+		for k := range values {
+			undo[k] = before[k]
+		}
+		if err := c.UpgradeHuddle(context.Background(), undo); err != nil {
+			env.T.Errorf("helm upgrade huddle back: %v", err)
 		}
 	})
 }
