@@ -31,13 +31,13 @@ func TestMountTableTranslatesPathsUnderMounts(t *testing.T) {
 	}}
 	m := mountsOf(c, map[string]string{"tmp": "/pod/volumes/tmp", "certs": "/pod/volumes/certs", "sa": "/pod/volumes/sa"})
 	for in, want := range map[string]string{
-		"/tmp":                                     "/pod/volumes/tmp",
-		"/tmp/x/y":                                 "/pod/volumes/tmp/x/y",
-		"/tmpfoo":                                  "/tmpfoo", // not under /tmp
+		"/tmp":     "/pod/volumes/tmp",
+		"/tmp/x/y": "/pod/volumes/tmp/x/y",
+		"/tmpfoo":  "/tmpfoo", // not under /tmp
 		"/tmp/k8s-webhook-server/serving-certs/tls": "/pod/volumes/certs/tls", // the longest mount wins
-		"--cert-dir=/tmp/certs":                    "--cert-dir=/pod/volumes/tmp/certs",
-		"--name=value":                             "--name=value",
-		"/etc/passwd":                              "/etc/passwd", // the image's own files
+		"--cert-dir=/tmp/certs":                     "--cert-dir=/pod/volumes/tmp/certs",
+		"--name=value":                              "--name=value",
+		"/etc/passwd":                               "/etc/passwd", // the image's own files
 	} {
 		if got := m.translateArg(in); got != want {
 			t.Errorf("translateArg(%q) = %q, want %q", in, got, want)
