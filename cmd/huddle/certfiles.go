@@ -14,14 +14,19 @@ import (
 )
 
 // certFiles copies the webhook certificate Secret into the certificate
-// directory, as a Secret volume would in a pod: tls.crt and tls.key,
-// replaced atomically when the rotator renews them. The webhook server's
+// directory, as a Secret volume would, but within a second of the rotator
+// writing it instead of a kubelet's minute: tls.crt and tls.key, replaced
+// atomically when the rotator renews them. The webhook server's
 // certificate watcher reloads them.
 type certFiles struct {
 	reader client.Reader
 	key    types.NamespacedName
 	dir    string
 }
+
+// NeedLeaderElection is false: every replica serves the webhook, so every
+// replica needs the files.
+func (c *certFiles) NeedLeaderElection() bool { return false }
 
 // Start polls the Secret every second until the files exist, then every
 // 30 seconds, until ctx ends.

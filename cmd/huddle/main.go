@@ -1,10 +1,11 @@
 // Command huddle is the huddle controller manager: the pod webhook that
 // gates pods of shared claims, the placement controller that releases them
 // pinned to their huddle's home, and the status controller of Huddles.
+// `huddle cleanup` undoes what it leaves in a cluster (the chart's
+// uninstall hook).
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,15 +14,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/open-policy-agent/cert-controller/pkg/rotator"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,22 +30,36 @@ import (
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 	"github.com/huddle-io/huddle/internal/controller"
 	"github.com/huddle-io/huddle/internal/scope"
+	"github.com/huddle-io/huddle/internal/version"
 	huddlewebhook "github.com/huddle-io/huddle/internal/webhook"
 )
 
+// defaultCertDir is controller-runtime's default certificate directory,
+// where the chart mounts an emptyDir (or cert-manager's Secret).
+const defaultCertDir = "/tmp/k8s-webhook-server/serving-certs"
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "cleanup" {
+		os.Exit(cleanupMain(os.Args[2:]))
+	}
 	var (
+		showVersion     = flag.Bool("version", false, "print huddle's version and exit")
 		clusterWide     = flag.Bool("cluster-wide", false, "gate pods of every ReadWriteOnce claim outside kube-system and huddle's namespace, not only opted-in ones")
 		namespace       = flag.String("namespace", envOr("POD_NAMESPACE", "huddle-system"), "huddle's own namespace: never gated; holds the webhook certificate Secret and the leader election lease")
 		webhookPort     = flag.Int("webhook-port", 9443, "port of the webhook server")
 		webhookHost     = flag.String("webhook-host", "", "address the webhook server binds (all if empty)")
 		webhookURL      = flag.String("webhook-url", "", "if set, huddle registers its MutatingWebhookConfiguration itself with this URL (for out-of-cluster runs such as huddle-sim); otherwise it only injects the CA bundle into the installed one")
 		webhookName     = flag.String("webhook-configuration", "huddle", "name of the MutatingWebhookConfiguration")
-		certDir         = flag.String("cert-dir", "", "where the webhook serving certificate is written (a temporary directory if empty)")
+		certDir         = flag.String("cert-dir", defaultCertDir, "directory of the webhook serving certificate (tls.crt, tls.key), created if missing; with --webhook-url and no --cert-dir, a temporary directory")
+		manageCerts     = flag.Bool("manage-certs", true, "generate and rotate the webhook certificate (CA and serving certificate in --cert-secret, caBundle injected into the webhook configuration, files written into --cert-dir); false when someone else (cert-manager) mounts them into --cert-dir and injects the caBundle")
+		certSecret      = flag.String("cert-secret", "huddle-webhook-cert", "name of the Secret (in --namespace) that holds the webhook certificate with --manage-certs")
 		dnsName         = flag.String("webhook-dns-name", "", "DNS name of the webhook's certificate (default: the host of --webhook-url, else huddle-webhook.<namespace>.svc)")
 		metricsAddr     = flag.String("metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 disables it")
 		probeAddr       = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 		leaderElect     = flag.Bool("leader-elect", false, "run the controllers on one replica at a time (the webhook serves on all)")
+		leaseDuration   = flag.Duration("leader-elect-lease-duration", 15*time.Second, "how long a leader's lease lasts without renewal before another replica may take it")
+		renewDeadline   = flag.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing its lease before it stops leading")
+		retryPeriod     = flag.Duration("leader-elect-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
 		missingGrace    = flag.Duration("missing-claim-grace", 30*time.Second, "how long a pod waits for a claim that does not exist before it is released anyway")
 		maxCandidates   = flag.Int("max-candidates", 16, "most nodes a fresh huddle's first member is pinned to")
 		workers         = flag.Int("workers", 4, "concurrent reconciles per controller")
@@ -64,12 +74,21 @@ func main() {
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("huddle", version.Version)
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	// Out of a cluster (--webhook-url) several huddles may share a machine:
+	// each keeps its certificate in a directory of its own.
+	tempCertDir := *webhookURL != "" && !flagSet("cert-dir")
 	if err := run(runConfig{
 		clusterWide: *clusterWide, namespace: *namespace, webhookPort: *webhookPort, webhookHost: *webhookHost,
-		webhookURL: *webhookURL, webhookName: *webhookName, certDir: *certDir, dnsName: *dnsName,
+		webhookURL: *webhookURL, webhookName: *webhookName, certDir: *certDir, tempCertDir: tempCertDir,
+		manageCerts: *manageCerts, certSecret: *certSecret, dnsName: *dnsName,
 		metricsAddr: *metricsAddr, probeAddr: *probeAddr, leaderElect: *leaderElect,
+		leaseDuration: *leaseDuration, renewDeadline: *renewDeadline, retryPeriod: *retryPeriod,
 		missingGrace: *missingGrace, maxCandidates: *maxCandidates, workers: *workers, certRotateCheck: *certRotateCheck,
 		qps: float32(*qps), burst: *burst, failover: *failover, evictionsPerSecond: *evictionRate,
 		maxMovesPerHour: *movesPerHour, pprofAddr: *pprofAddr,
@@ -80,21 +99,24 @@ func main() {
 }
 
 type runConfig struct {
-	clusterWide                              bool
-	namespace                                string
-	webhookPort                              int
-	webhookHost, webhookURL, webhookName     string
-	certDir, dnsName, metricsAddr, probeAddr string
-	leaderElect                              bool
-	missingGrace                             time.Duration
-	maxCandidates, workers                   int
-	certRotateCheck                          time.Duration
-	qps                                      float32
-	burst                                    int
-	failover                                 bool
-	evictionsPerSecond                       float64
-	maxMovesPerHour                          int
-	pprofAddr                                string
+	clusterWide                                 bool
+	namespace                                   string
+	webhookPort                                 int
+	webhookHost, webhookURL, webhookName        string
+	certDir                                     string
+	tempCertDir, manageCerts                    bool
+	certSecret, dnsName, metricsAddr, probeAddr string
+	leaderElect                                 bool
+	leaseDuration, renewDeadline, retryPeriod   time.Duration
+	missingGrace                                time.Duration
+	maxCandidates, workers                      int
+	certRotateCheck                             time.Duration
+	qps                                         float32
+	burst                                       int
+	failover                                    bool
+	evictionsPerSecond                          float64
+	maxMovesPerHour                             int
+	pprofAddr                                   string
 }
 
 func run(c runConfig) error {
@@ -106,14 +128,16 @@ func run(c runConfig) error {
 	if err := huddlev1.AddToScheme(scheme); err != nil {
 		return err
 	}
-	syncCerts := c.certDir == ""
-	if syncCerts {
+	if c.tempCertDir {
 		dir, err := os.MkdirTemp("", "huddle-certs-")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
 		c.certDir = dir
+	}
+	if err := os.MkdirAll(c.certDir, 0o700); err != nil {
+		return fmt.Errorf("--cert-dir: %w", err)
 	}
 	if c.dnsName == "" {
 		c.dnsName = "huddle-webhook." + c.namespace + ".svc"
@@ -127,14 +151,26 @@ func run(c runConfig) error {
 	}
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = c.qps, c.burst
+	const leaseName = "huddle.huddle.io"
+	lock, err := leaderLock(cfg, c, leaseName)
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: c.metricsAddr},
 		HealthProbeBindAddress:  c.probeAddr,
 		LeaderElection:          c.leaderElect,
-		LeaderElectionID:        "huddle.huddle.io",
+		LeaderElectionID:        leaseName,
 		LeaderElectionNamespace: c.namespace,
-		WebhookServer:           webhook.NewServer(webhook.Options{Host: c.webhookHost, Port: c.webhookPort, CertDir: c.certDir}),
+		LeaseDuration:           &c.leaseDuration,
+		RenewDeadline:           &c.renewDeadline,
+		RetryPeriod:             &c.retryPeriod,
+		// A replica that stops (rollout, scale down, deleted pod) hands the
+		// controllers over at once instead of after the lease expires.
+		LeaderElectionReleaseOnCancel:       true,
+		LeaderElectionResourceLockInterface: lock,
+		WebhookServer:                       webhook.NewServer(webhook.Options{Host: c.webhookHost, Port: c.webhookPort, CertDir: c.certDir}),
 		// huddle never reads managedFields; on pods they are a large share
 		// of what the informer caches hold.
 		Cache:            cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
@@ -150,30 +186,10 @@ func run(c runConfig) error {
 			return fmt.Errorf("register webhook configuration %s: %w", c.webhookName, err)
 		}
 	}
-	secret := types.NamespacedName{Namespace: c.namespace, Name: "huddle-webhook-cert"}
-	if err := ensureSecret(ctx, mgr, secret); err != nil {
-		return fmt.Errorf("create the webhook certificate Secret %s: %w", secret, err)
-	}
-	if syncCerts {
-		// In a pod the kubelet mounts the Secret into --cert-dir; without
-		// one, huddle writes the files itself.
-		if err := mgr.Add(&certFiles{reader: mgr.GetAPIReader(), key: secret, dir: c.certDir}); err != nil {
-			return err
-		}
-	}
-	certsReady := make(chan struct{})
-	if err := rotator.AddRotator(mgr, &rotator.CertRotator{
-		SecretKey:              secret,
-		CertDir:                c.certDir,
-		CAName:                 "huddle-ca",
-		CAOrganization:         "huddle",
-		DNSName:                c.dnsName,
-		IsReady:                certsReady,
-		Webhooks:               []rotator.WebhookInfo{{Name: c.webhookName, Type: rotator.Mutating}},
-		RequireLeaderElection:  false,
-		RotationCheckFrequency: c.certRotateCheck,
-	}); err != nil {
-		return fmt.Errorf("set up certificate rotation: %w", err)
+	secret := types.NamespacedName{Namespace: c.namespace, Name: c.certSecret}
+	certsReady, err := setupCerts(ctx, mgr, c, secret)
+	if err != nil {
+		return err
 	}
 
 	sc := scope.Scope{ClusterWide: c.clusterWide, Excluded: []string{c.namespace}}
@@ -188,9 +204,15 @@ func run(c runConfig) error {
 			return err
 		}
 	}
+	// The webhook server is added once the certificate files exist: it
+	// reads them when it starts.
 	webhookReady := make(chan struct{})
 	go func() {
-		<-certsReady
+		select {
+		case <-ctx.Done():
+			return
+		case <-certsReady:
+		}
 		srv := mgr.GetWebhookServer()
 		srv.Register(huddlewebhook.Path, &webhook.Admission{Handler: &huddlewebhook.Gate{
 			Reader: mgr.GetClient(), Scope: sc, Decoder: admission.NewDecoder(scheme),
@@ -211,74 +233,16 @@ func run(c runConfig) error {
 	}); err != nil {
 		return err
 	}
-	log.Info("Starting huddle", "clusterWide", c.clusterWide, "namespace", c.namespace, "leaderElect", c.leaderElect)
+	log.Info("Starting huddle", "version", version.Version, "clusterWide", c.clusterWide, "namespace", c.namespace,
+		"leaderElect", c.leaderElect, "manageCerts", c.manageCerts, "certDir", c.certDir)
 	return mgr.Start(ctx)
 }
 
-// registerWebhook writes the MutatingWebhookConfiguration for a webhook
-// reached by URL. The rotator fills in its CA bundle.
-func registerWebhook(ctx context.Context, reader client.Reader, mgr ctrl.Manager, c runConfig) error {
-	cl, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
-	if err != nil {
-		return err
-	}
-	want := webhookConfiguration(c)
-	existing := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	err = reader.Get(ctx, client.ObjectKey{Name: c.webhookName}, existing)
-	if err == nil {
-		// Keep the CA bundle the rotator injected before a restart.
-		for i := range want.Webhooks {
-			if i < len(existing.Webhooks) {
-				want.Webhooks[i].ClientConfig.CABundle = existing.Webhooks[i].ClientConfig.CABundle
-			}
-		}
-		existing.Webhooks = want.Webhooks
-		return cl.Update(ctx, existing)
-	}
-	if client.IgnoreNotFound(err) != nil {
-		return err
-	}
-	return cl.Create(ctx, want)
-}
-
-func webhookConfiguration(c runConfig) *admissionregistrationv1.MutatingWebhookConfiguration {
-	w := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	w.Name = c.webhookName
-	ignore := admissionregistrationv1.Ignore
-	none := admissionregistrationv1.SideEffectClassNone
-	w.Webhooks = []admissionregistrationv1.MutatingWebhook{{
-		Name:         "gate.huddle.io",
-		ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: ptr.To(c.webhookURL)},
-		Rules: []admissionregistrationv1.RuleWithOperations{{
-			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-			Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-		}},
-		NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-			Key: "kubernetes.io/metadata.name", Operator: "NotIn", Values: []string{"kube-system", c.namespace},
-		}}},
-		// Pods are never blocked by huddle being down; repair brings
-		// pods created meanwhile home.
-		FailurePolicy:           &ignore,
-		SideEffects:             &none,
-		AdmissionReviewVersions: []string{"v1"},
-		TimeoutSeconds:          ptr.To(int32(5)),
-	}}
-	return w
-}
-
-// ensureSecret creates the empty Secret the certificate rotator keeps the
-// CA and serving certificate in, when the installation did not.
-func ensureSecret(ctx context.Context, mgr ctrl.Manager, key types.NamespacedName) error {
-	cl, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
-	if err != nil {
-		return err
-	}
-	s := &corev1.Secret{}
-	s.Namespace, s.Name = key.Namespace, key.Name
-	if err := cl.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	return nil
+// flagSet reports whether the command line set the named flag.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func envOr(name, def string) string {
