@@ -4,12 +4,12 @@
 package charts
 
 import (
+	"embed"
 	"fmt"
 	"io/fs"
 	"path"
 	"strings"
 
-	"embed"
 	"helm.sh/helm/v4/pkg/chart/common"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
 	"helm.sh/helm/v4/pkg/chart/loader/archive"
