@@ -334,8 +334,9 @@ func (pp *procPod) wait(c *container, cmd *exec.Cmd, done chan struct{}, log *os
 	pp.notify()
 }
 
-// stop sends SIGTERM to every process and SIGKILL after grace, as the
-// kubelet does to a deleted pod.
+// stop runs each container's preStop hook, then sends SIGTERM, and
+// SIGKILL when grace (counted from the start, hooks included) runs out, as
+// the kubelet does to a deleted pod.
 func (pp *procPod) stop(grace time.Duration) {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
@@ -343,20 +344,35 @@ func (pp *procPod) stop(grace time.Duration) {
 		return
 	}
 	pp.stopping = true
-	var procs []*exec.Cmd
+	deadline := time.Now().Add(grace)
 	for _, c := range pp.containers {
-		if c.running && c.cmd != nil {
-			pp.recorder.Eventf(pp.pod, corev1.EventTypeNormal, "Killing", "Stopping container %s", c.spec.Name)
-			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGTERM)
-			procs = append(procs, c.cmd)
+		if !c.running || c.cmd == nil {
+			continue
 		}
-	}
-	if len(procs) > 0 {
-		time.AfterFunc(grace, func() {
-			for _, cmd := range procs {
-				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd, spec := c.cmd, c.spec
+		pp.recorder.Eventf(pp.pod, corev1.EventTypeNormal, "Killing", "Stopping container %s", c.spec.Name)
+		go func() {
+			if spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
+				pp.preStop(&spec, spec.Lifecycle.PreStop, deadline)
 			}
-		})
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+			time.Sleep(time.Until(deadline))
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}()
+	}
+}
+
+// preStop runs a preStop hook until it ends or the deadline passes: a
+// sleep (the kubelet's own action) or an HTTP GET into the sandbox; exec
+// hooks cannot run here and are skipped.
+func (pp *procPod) preStop(spec *corev1.Container, h *corev1.LifecycleHandler, deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	switch {
+	case h.Sleep != nil:
+		sleep(ctx, time.Duration(h.Sleep.Seconds)*time.Second)
+	case h.HTTPGet != nil:
+		_ = pp.probe(ctx, &container{spec: *spec}, &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: h.HTTPGet}, TimeoutSeconds: int32(max(time.Until(deadline).Seconds(), 1))})
 	}
 }
 

@@ -36,7 +36,9 @@ func (p *Pool) syncProcessPod(ctx context.Context, n *node, pod *corev1.Pod, st 
 // the (scaled) grace period, then the final status, and the pod is gone.
 func (p *Pool) stopProcessPod(ctx context.Context, n *node, pod *corev1.Pod, st *podState, now time.Time) (time.Duration, error) {
 	if st.stopAt.IsZero() {
-		grace := max(p.timing.Grace(gracePeriod(pod)), 2*time.Second)
+		// Real processes take real time to stop: the grace period is not
+		// scaled by the profile.
+		grace := time.Duration(gracePeriod(pod)) * time.Second
 		st.stopAt = now.Add(grace)
 		st.proc.stop(grace)
 	}
