@@ -313,13 +313,19 @@ func tail(path string, n int) string {
 
 func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
 
-// mergeValues returns base with over merged in, maps recursively.
+// mergeValues returns base with over merged in, maps recursively; a nil
+// value removes the key (back to the chart's default), as null does in
+// helm's values.
 func mergeValues(base, over map[string]any) map[string]any {
 	out := maps.Clone(base)
 	if out == nil {
 		out = map[string]any{}
 	}
 	for k, v := range over {
+		if v == nil {
+			delete(out, k)
+			continue
+		}
 		if vm, ok := v.(map[string]any); ok {
 			if bm, ok := out[k].(map[string]any); ok {
 				out[k] = mergeValues(bm, vm)
