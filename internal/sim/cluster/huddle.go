@@ -89,8 +89,13 @@ func (c *Cluster) StartHuddle(ctx context.Context, extraArgs ...string) error {
 		if len(extraArgs) > 0 {
 			return fmt.Errorf("huddle runs from its chart: change flags with UpgradeHuddle (chart values), not %v", extraArgs)
 		}
-		replicas := int32(2)
-		if r, ok := c.huddleValues["replicas"].(int); ok {
+		replicas := int32(2) // the chart's default
+		switch r := c.huddleValues["replicas"].(type) {
+		case int:
+			replicas = int32(r)
+		case int64:
+			replicas = int32(r)
+		case float64:
 			replicas = int32(r)
 		}
 		if err := c.scaleHuddle(ctx, replicas, false); err != nil {
