@@ -32,6 +32,10 @@ func TestSchemaRejects(t *testing.T) {
 		{"spread policy", map[string]any{"topologySpread": map[string]any{"whenUnsatisfiable": "Sometimes"}}, []string{"/topologySpread/whenUnsatisfiable"}},
 		{"budget as a fraction", map[string]any{"podDisruptionBudget": map[string]any{"minAvailable": "half"}}, []string{"/podDisruptionBudget/minAvailable"}},
 		{"pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, []string{"/image/pullPolicy"}},
+		// null removes a key in helm's values, chart default included: a
+		// flag huddle needs would render empty and crash-loop it.
+		{"failover set to null", map[string]any{"failover": nil}, []string{"failover", "missing"}},
+		{"lease duration set to null", map[string]any{"leaderElection": map[string]any{"leaseDuration": nil}}, []string{"/leaderElection", "leaseDuration"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Render(tc.values, release, namespace)
