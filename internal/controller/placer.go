@@ -148,6 +148,9 @@ func (r *Placer) markPlacing(ctx context.Context, facts []*ClaimFacts, claim, po
 			}
 			metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, pod+" "+r.Clock.Now().UTC().Format(time.RFC3339))
 			err := r.Client.Create(ctx, hud)
+			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+				return false, nil // the pod goes with its namespace
+			}
 			return apierrors.IsAlreadyExists(err), client.IgnoreAlreadyExists(err)
 		}
 		hud = hud.DeepCopy()

@@ -68,6 +68,9 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 			if apierrors.IsAlreadyExists(err) {
 				return ctrl.Result{Requeue: true}, nil
 			}
+			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+				return ctrl.Result{}, nil // the claim goes with its namespace
+			}
 			return ctrl.Result{}, err
 		}
 		r.Recorder.Eventf(hud, corev1.EventTypeNormal, "Created", "Claim %s is shared: huddle keeps every pod that mounts it on one node", f.Key)

@@ -54,9 +54,9 @@ type Options struct {
 	Huddle bool
 	// HuddleValues are chart values (failover: true, …).
 	HuddleValues map[string]any
-	// AllowForbidden lets huddle's logs say "forbidden" (a test that takes
-	// a permission away); otherwise any such line fails the package, since
-	// the chart's RBAC must grant everything huddle does.
+	// AllowForbidden lets huddle's logs show RBAC denials (a test that
+	// takes a permission away); otherwise any such line fails the package,
+	// since the chart's RBAC must grant everything huddle does.
 	AllowForbidden bool
 }
 
@@ -108,13 +108,19 @@ func Main(m *testing.M, opts Options) int {
 	}()
 	code := m.Run()
 	if opts.Huddle && !opts.AllowForbidden {
-		if lines := grepLogs(c.HuddleLogs(), "forbidden"); len(lines) > 0 {
+		// RBAC's denial, not admission's (a namespace being deleted).
+		if lines := grepLogs(c.HuddleLogs(), RBACDenied); len(lines) > 0 {
 			fmt.Fprintf(os.Stderr, "simtest: huddle's logs say forbidden %d times: the chart's RBAC lacks a permission huddle uses:\n%s\n", len(lines), strings.Join(lines[:min(len(lines), 10)], "\n"))
 			return 1
 		}
 	}
 	return code
 }
+
+// RBACDenied is in every message of a request RBAC refused to huddle's
+// ServiceAccount: `pods "x" is forbidden: User "system:serviceaccount:…"
+// cannot update resource …`.
+const RBACDenied = `is forbidden: User "system:serviceaccount:`
 
 // grepLogs returns the lines of files that contain s, prefixed by file.
 func grepLogs(files []string, s string) []string {

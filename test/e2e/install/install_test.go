@@ -99,7 +99,7 @@ func TestHuddleRunsFromTheChart(t *testing.T) {
 		}
 		return nil
 	})
-	if lines := grep(env.Cluster.HuddleLogs(), "forbidden"); len(lines) > 0 {
+	if lines := grep(env.Cluster.HuddleLogs(), simtest.RBACDenied); len(lines) > 0 {
 		t.Errorf("huddle's logs say forbidden under the chart's RBAC:\n%s", strings.Join(lines, "\n"))
 	}
 }
@@ -209,11 +209,11 @@ func TestRBACIsEnforced(t *testing.T) {
 	if _, err := roles.Update(env.Ctx, role, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	before := len(grep(env.Cluster.HuddleLogs(), "forbidden"))
+	before := len(grep(env.Cluster.HuddleLogs(), simtest.RBACDenied))
 	time.Sleep(time.Second) // the authorizer's informer sees the change
 	env.Create(env.Claim("data"), env.Pod("held", "data"))
 	env.Eventually("huddle says Forbidden", 30*time.Second, func() error {
-		if n := len(grep(env.Cluster.HuddleLogs(), "forbidden")); n <= before {
+		if n := len(grep(env.Cluster.HuddleLogs(), simtest.RBACDenied)); n <= before {
 			return fmt.Errorf("no new forbidden line in huddle's logs")
 		}
 		return nil
