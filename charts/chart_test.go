@@ -250,6 +250,7 @@ func TestDefaults(t *testing.T) {
 	}
 	wantArgs := []string{
 		"--namespace=huddle-system",
+		"--require-namespace-label",
 		"--leader-elect",
 		"--leader-elect-lease-duration=15s",
 		"--leader-elect-renew-deadline=10s",
@@ -416,6 +417,10 @@ func TestWebhookConfiguration(t *testing.T) {
 			args := container(t, one[*appsv1.Deployment](t, m, "huddle")).Args
 			if got := slices.Contains(args, "--cluster-wide"); got != (mode == "cluster") {
 				t.Errorf("--cluster-wide in args: %v, want %v", got, mode == "cluster")
+			}
+			// The controllers' scope matches the webhook's namespaceSelector.
+			if got := slices.Contains(args, "--require-namespace-label"); got != (mode == "namespaces") {
+				t.Errorf("--require-namespace-label in args: %v, want %v", got, mode == "namespaces")
 			}
 			if !strings.Contains(m.notes, "Mode: "+mode) {
 				t.Errorf("NOTES do not name mode %s", mode)

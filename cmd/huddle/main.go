@@ -45,6 +45,7 @@ func main() {
 	var (
 		showVersion     = flag.Bool("version", false, "print huddle's version and exit")
 		clusterWide     = flag.Bool("cluster-wide", false, "gate pods of every ReadWriteOnce claim outside kube-system and huddle's namespace, not only opted-in ones")
+		requireLabel    = flag.Bool("require-namespace-label", false, "only claims in namespaces labelled huddle.io/enabled=true are in scope, whatever their annotation: set when the webhook configuration's namespaceSelector calls huddle for those namespaces only (the chart's namespaces mode)")
 		namespace       = flag.String("namespace", envOr("POD_NAMESPACE", "huddle-system"), "huddle's own namespace: never gated; holds the webhook certificate Secret and the leader election lease")
 		webhookPort     = flag.Int("webhook-port", 9443, "port of the webhook server")
 		webhookHost     = flag.String("webhook-host", "", "address the webhook server binds (all if empty)")
@@ -84,7 +85,7 @@ func main() {
 	// each keeps its certificate in a directory of its own.
 	tempCertDir := *webhookURL != "" && !flagSet("cert-dir")
 	if err := run(runConfig{
-		clusterWide: *clusterWide, namespace: *namespace, webhookPort: *webhookPort, webhookHost: *webhookHost,
+		clusterWide: *clusterWide, requireLabel: *requireLabel, namespace: *namespace, webhookPort: *webhookPort, webhookHost: *webhookHost,
 		webhookURL: *webhookURL, webhookName: *webhookName, certDir: *certDir, tempCertDir: tempCertDir,
 		manageCerts: *manageCerts, certSecret: *certSecret, dnsName: *dnsName,
 		metricsAddr: *metricsAddr, probeAddr: *probeAddr, leaderElect: *leaderElect,
@@ -99,7 +100,7 @@ func main() {
 }
 
 type runConfig struct {
-	clusterWide                                 bool
+	clusterWide, requireLabel                   bool
 	namespace                                   string
 	webhookPort                                 int
 	webhookHost, webhookURL, webhookName        string
@@ -192,7 +193,7 @@ func run(c runConfig) error {
 		return err
 	}
 
-	sc := scope.Scope{ClusterWide: c.clusterWide, Excluded: []string{c.namespace}}
+	sc := scope.Scope{ClusterWide: c.clusterWide, NamespaceLabelRequired: c.requireLabel, Excluded: []string{c.namespace}}
 	if err := controller.Setup(ctx, mgr, controller.Options{Scope: sc, MissingClaimGrace: c.missingGrace, MaxCandidates: c.maxCandidates, Workers: c.workers,
 		EvictionsPerSecond: c.evictionsPerSecond, Failover: c.failover, MaxMovesPerHour: c.maxMovesPerHour}); err != nil {
 		return fmt.Errorf("set up controllers: %w", err)

@@ -26,6 +26,12 @@ type Scope struct {
 	ClusterWide bool
 	// Excluded namespaces are never touched: kube-system and huddle's own.
 	Excluded []string
+	// NamespaceLabelRequired: the webhook is called only for namespaces
+	// labelled huddle.io/enabled=true (the chart's namespaces mode), so a
+	// claim elsewhere is out of scope whatever its annotation says —
+	// otherwise repair would evict members whose replacements are never
+	// gated.
+	NamespaceLabelRequired bool
 }
 
 // Excludes reports whether huddle must leave namespace ns alone.
@@ -40,6 +46,10 @@ func (s Scope) OptedIn(ns *corev1.Namespace, namespace string, claim *corev1.Per
 	if s.Excludes(namespace) {
 		return false
 	}
+	labelled := ns != nil && ns.Labels[LabelEnabled] == "true"
+	if s.NamespaceLabelRequired && !labelled {
+		return false
+	}
 	if claim != nil {
 		switch claim.Annotations[AnnotationShare] {
 		case "true":
@@ -48,10 +58,7 @@ func (s Scope) OptedIn(ns *corev1.Namespace, namespace string, claim *corev1.Per
 			return false
 		}
 	}
-	if ns != nil && ns.Labels[LabelEnabled] == "true" {
-		return true
-	}
-	return s.ClusterWide
+	return labelled || s.ClusterWide
 }
 
 // Volume is what decides whether a claim's volume is shared.

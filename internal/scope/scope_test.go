@@ -75,6 +75,10 @@ func TestOptedIn(t *testing.T) {
 		{"kube-system never", Scope{ClusterWide: true}, enabled, "kube-system", share("true"), false},
 		{"huddle's own namespace never", Scope{ClusterWide: true, Excluded: []string{"huddle-system"}}, plain, "huddle-system", claim(), false},
 		{"claim unknown yet, namespace enabled", Scope{}, enabled, "app", nil, true},
+		{"label required: annotation alone is not enough", Scope{NamespaceLabelRequired: true}, plain, "app", share("true"), false},
+		{"label required: namespace unknown", Scope{NamespaceLabelRequired: true}, nil, "app", share("true"), false},
+		{"label required: labelled namespace", Scope{NamespaceLabelRequired: true}, enabled, "app", claim(), true},
+		{"label required: annotation still opts out", Scope{NamespaceLabelRequired: true}, enabled, "app", share("false"), false},
 	} {
 		if got := tc.s.OptedIn(tc.ns, tc.nsN, tc.claim); got != tc.want {
 			t.Errorf("%s: OptedIn = %v, want %v", tc.name, got, tc.want)
