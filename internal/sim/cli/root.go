@@ -161,6 +161,7 @@ func (f *clusterFlags) profile() (timing.Profile, error) {
 // huddleFlags install huddle from its chart and pass it values.
 type huddleFlags struct {
 	huddle bool
+	local  bool
 	set    []string
 	files  []string
 }
@@ -170,6 +171,8 @@ func (f *huddleFlags) add(cmd *cobra.Command, withSwitch bool) {
 	if withSwitch {
 		fs.BoolVar(&f.huddle, "huddle", false, "also install huddle from its Helm chart (charts/huddle, mode=cluster); its pods run as real huddle processes under their ServiceAccount. Needs root for the pods' network namespaces, else huddle runs as a local process")
 	}
+	fs.BoolVar(&f.local, "huddle-local", false, "run huddle as one local process (webhook on loopback, generated RBAC) instead of from its chart: the path used without root; for comparisons")
+	_ = fs.MarkHidden("huddle-local")
 	fs.StringArrayVar(&f.set, "huddle-set", nil, "a value for huddle's chart, as helm --set takes it (repeatable), e.g. --huddle-set failover=true")
 	fs.StringArrayVar(&f.files, "huddle-values", nil, "a values file for huddle's chart, as helm -f takes it (repeatable)")
 }
