@@ -109,7 +109,7 @@ func Main(m *testing.M, opts Options) int {
 	code := m.Run()
 	if opts.Huddle && !opts.AllowForbidden {
 		// RBAC's denial, not admission's (a namespace being deleted).
-		if lines := grepLogs(c.HuddleLogs(), RBACDenied); len(lines) > 0 {
+		if lines := GrepLogs(c.HuddleLogs(), RBACDenied); len(lines) > 0 {
 			fmt.Fprintf(os.Stderr, "simtest: huddle's logs say forbidden %d times: the chart's RBAC lacks a permission huddle uses:\n%s\n", len(lines), strings.Join(lines[:min(len(lines), 10)], "\n"))
 			return 1
 		}
@@ -117,13 +117,16 @@ func Main(m *testing.M, opts Options) int {
 	return code
 }
 
-// RBACDenied is in every message of a request RBAC refused to huddle's
+// RBACDenied says whether a log line reports a request RBAC refused to a
 // ServiceAccount: `pods "x" is forbidden: User "system:serviceaccount:…"
-// cannot update resource …`.
-const RBACDenied = `is forbidden: User "system:serviceaccount:`
+// cannot update resource …` (quotes escaped in JSON logs). Admission's
+// refusals (a namespace being deleted) are not RBAC's.
+func RBACDenied(line string) bool {
+	return strings.Contains(line, "is forbidden: User ") && strings.Contains(line, "system:serviceaccount:") && strings.Contains(line, " cannot ")
+}
 
-// grepLogs returns the lines of files that contain s, prefixed by file.
-func grepLogs(files []string, s string) []string {
+// GrepLogs returns the lines of files that match, prefixed by file.
+func GrepLogs(files []string, match func(line string) bool) []string {
 	var out []string
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -131,7 +134,7 @@ func grepLogs(files []string, s string) []string {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, s) {
+			if match(line) {
 				out = append(out, f+": "+line)
 			}
 		}

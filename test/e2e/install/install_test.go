@@ -76,7 +76,7 @@ func TestHuddleRunsFromTheChart(t *testing.T) {
 		}
 	}
 	// They are real huddle processes: their logs are huddle's.
-	logs := strings.Join(grep(env.Cluster.HuddleLogs(), "Starting huddle"), "\n")
+	logs := strings.Join(simtest.GrepLogs(env.Cluster.HuddleLogs(), func(l string) bool { return strings.Contains(l, "Starting huddle") }), "\n")
 	for _, p := range pods {
 		if !strings.Contains(logs, p.Name) {
 			t.Errorf("no log of pod %s says huddle started; logs: %v", p.Name, env.Cluster.HuddleLogs())
@@ -99,7 +99,7 @@ func TestHuddleRunsFromTheChart(t *testing.T) {
 		}
 		return nil
 	})
-	if lines := grep(env.Cluster.HuddleLogs(), simtest.RBACDenied); len(lines) > 0 {
+	if lines := simtest.GrepLogs(env.Cluster.HuddleLogs(), simtest.RBACDenied); len(lines) > 0 {
 		t.Errorf("huddle's logs say forbidden under the chart's RBAC:\n%s", strings.Join(lines, "\n"))
 	}
 }
@@ -209,11 +209,11 @@ func TestRBACIsEnforced(t *testing.T) {
 	if _, err := roles.Update(env.Ctx, role, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	before := len(grep(env.Cluster.HuddleLogs(), simtest.RBACDenied))
+	before := len(simtest.GrepLogs(env.Cluster.HuddleLogs(), simtest.RBACDenied))
 	time.Sleep(time.Second) // the authorizer's informer sees the change
 	env.Create(env.Claim("data"), env.Pod("held", "data"))
 	env.Eventually("huddle says Forbidden", 30*time.Second, func() error {
-		if n := len(grep(env.Cluster.HuddleLogs(), simtest.RBACDenied)); n <= before {
+		if n := len(simtest.GrepLogs(env.Cluster.HuddleLogs(), simtest.RBACDenied)); n <= before {
 			return fmt.Errorf("no new forbidden line in huddle's logs")
 		}
 		return nil
@@ -285,22 +285,6 @@ func TestUninstallReleasesEverything(t *testing.T) {
 			t.Errorf("pod %s was gated after uninstall", name)
 		}
 	}
-}
-
-func grep(files []string, s string) []string {
-	var out []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, s) {
-				out = append(out, f+": "+line)
-			}
-		}
-	}
-	return out
 }
 
 func contains(list []string, s string) bool {
