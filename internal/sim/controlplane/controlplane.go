@@ -13,6 +13,7 @@ package controlplane
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -120,6 +121,9 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	t := cfg.Timing
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
+	if ctx.Err() != nil { // interrupted: start nothing more
+		return nil, context.Cause(ctx)
+	}
 	fmt.Fprintln(progress, "Starting etcd")
 	etcd, err := startProcess("etcd", cp.logPath("etcd"), nil, cfg.Binaries.Etcd,
 		"--name=huddle-sim",
@@ -146,6 +150,9 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		// No kube-proxy gives Services virtual IPs here, so webhooks are
 		// called at their endpoints (pod IPs), through the egress proxy.
 		egress = []string{"--egress-selector-config-file=" + path, "--enable-aggregator-routing=true"}
+	}
+	if ctx.Err() != nil { // interrupted: start nothing more
+		return nil, context.Cause(ctx)
 	}
 	fmt.Fprintln(progress, "Starting kube-apiserver")
 	apiserver, err := startProcess("kube-apiserver", cp.logPath("kube-apiserver"), nil, cfg.Binaries.APIServer, append([]string{
@@ -175,6 +182,9 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 
 	// The controller manager and scheduler retry until the API server
 	// answers, so all three boot in parallel.
+	if ctx.Err() != nil { // interrupted: start nothing more
+		return nil, context.Cause(ctx)
+	}
 	fmt.Fprintln(progress, "Starting kube-controller-manager and kube-scheduler")
 	kcm, err := startProcess("kube-controller-manager", cp.logPath("kube-controller-manager"),
 		[]string{"HUDDLE_SIM_MAX_WAIT_FOR_UNMOUNT=" + t.MaxWaitForUnmount.String()},
@@ -227,8 +237,11 @@ podMaxBackoffSeconds: %d
 	return cp, nil
 }
 
-func (cp *ControlPlane) waitReady(ctx context.Context, progress io.Writer, kcmPort, schedPort int) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+// readyTimeout bounds the wait for each component to be ready.
+const readyTimeout = 2 * time.Minute
+
+func (cp *ControlPlane) waitReady(parent context.Context, progress io.Writer, kcmPort, schedPort int) error {
+	ctx, cancel := context.WithTimeout(parent, readyTimeout)
 	defer cancel()
 	client, err := kubernetes.NewForConfig(cp.Admin)
 	if err != nil {
@@ -252,17 +265,17 @@ func (cp *ControlPlane) waitReady(ctx context.Context, progress io.Writer, kcmPo
 		}
 	}
 	steps := []struct {
-		what  string
-		check func(context.Context) error
+		what, component string
+		check           func(context.Context) error
 	}{
-		{"kube-apiserver ready", func(ctx context.Context) error {
+		{"kube-apiserver ready", "kube-apiserver", func(ctx context.Context) error {
 			_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 			return err
 		}},
-		{"kube-controller-manager healthy", healthy(fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort))},
-		{"kube-scheduler healthy", healthy(fmt.Sprintf("https://127.0.0.1:%d/healthz", schedPort))},
+		{"kube-controller-manager healthy", "kube-controller-manager", healthy(fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort))},
+		{"kube-scheduler healthy", "kube-scheduler", healthy(fmt.Sprintf("https://127.0.0.1:%d/healthz", schedPort))},
 		// The service account controller runs: pods can be admitted.
-		{"default service account created", func(ctx context.Context) error {
+		{"default service account created", "kube-controller-manager", func(ctx context.Context) error {
 			_, err := client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				return fmt.Errorf("service account default/default not created yet by kube-controller-manager")
@@ -271,10 +284,19 @@ func (cp *ControlPlane) waitReady(ctx context.Context, progress io.Writer, kcmPo
 		}},
 	}
 	for _, s := range steps {
-		if err := poll(ctx, 100*time.Millisecond, cp.procs, s.check); err != nil {
-			return fmt.Errorf("waiting for %s: %w (logs in %s)", s.what, err, cp.Dir)
+		err := poll(ctx, 100*time.Millisecond, cp.procs, s.check)
+		var failed *ComponentError
+		switch {
+		case err == nil:
+			fmt.Fprintf(progress, "  %s\n", s.what)
+			continue
+		case errors.As(err, &failed), parent.Err() != nil:
+			// A component exited, or the caller gave up.
+			return fmt.Errorf("waiting for %s: %w", s.what, err)
+		default:
+			return &ComponentError{Component: s.component, Log: cp.logPath(s.component),
+				Err: fmt.Errorf("runs, but waiting for %s timed out after %s: %v", s.what, readyTimeout, err)}
 		}
-		fmt.Fprintf(progress, "  %s\n", s.what)
 	}
 	return nil
 }

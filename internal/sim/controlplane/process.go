@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -57,10 +56,45 @@ func (p *process) running() error {
 	}
 	select {
 	case <-p.exited:
-		return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.err, p.logPath, tailFile(p.logPath, 15))
+		err := fmt.Errorf("exited (%v)", p.err)
+		if last := lastLine(p.logPath); last != "" {
+			err = fmt.Errorf("exited (%v): %s", p.err, last)
+		}
+		return &ComponentError{Component: p.name, Log: p.logPath, Err: err}
 	default:
 		return nil
 	}
+}
+
+// ComponentError says that a component failed and which log tells why.
+// Its message is one line: what happened, the component's last log line,
+// and the log's path.
+type ComponentError struct {
+	Component string
+	// Log is the path of the component's log. Whoever removes the
+	// cluster's directory and keeps the log elsewhere updates it.
+	Log string
+	Err error
+}
+
+func (e *ComponentError) Error() string {
+	if e.Log == "" {
+		return fmt.Sprintf("%s %v", e.Component, e.Err)
+	}
+	return fmt.Sprintf("%s %v; its log: %s", e.Component, e.Err, e.Log)
+}
+
+func (e *ComponentError) Unwrap() error { return e.Err }
+
+// Tail returns the last n lines of the component's log, for a test's
+// failure message.
+func (e *ComponentError) Tail(n int) string {
+	b, err := os.ReadFile(e.Log)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // stop sends SIGTERM and, after grace, SIGKILL.
@@ -115,20 +149,27 @@ func poll(ctx context.Context, interval time.Duration, procs []*process, check f
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(ctx.Err(), last)
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 		case <-time.After(interval):
 		}
 	}
 }
 
-func tailFile(path string, lines int) string {
+// lastLine is the last non-blank line of a log, cut to a length that
+// keeps an error message readable on one line.
+func lastLine(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return err.Error()
+		return ""
 	}
-	s := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(s) > lines {
-		s = s[len(s)-lines:]
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	last := strings.TrimSpace(lines[len(lines)-1])
+	if last == "" {
+		return ""
 	}
-	return strings.Join(s, "\n")
+	const limit = 300
+	if len(last) > limit {
+		last = strings.ToValidUTF8(last[:limit], "") + "…"
+	}
+	return last
 }

@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -39,6 +40,7 @@ import (
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 
 	"github.com/huddle-io/huddle/internal/sim/cluster"
+	"github.com/huddle-io/huddle/internal/sim/controlplane"
 	"github.com/huddle-io/huddle/internal/sim/kubelet"
 	"github.com/huddle-io/huddle/internal/sim/timing"
 )
@@ -270,6 +272,10 @@ func (e *Env) Eventually(what string, timeout time.Duration, f func() error) {
 			e.T.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
 		}
 		if cerr := shared.Check(); cerr != nil {
+			var died *controlplane.ComponentError
+			if errors.As(cerr, &died) {
+				e.T.Fatalf("waiting for %s: the control plane died: %v; last lines of its log:\n%s", what, cerr, died.Tail(15))
+			}
 			e.T.Fatalf("waiting for %s: the control plane died: %v", what, cerr)
 		}
 		time.Sleep(100 * time.Millisecond)
