@@ -214,13 +214,54 @@ func writeModules(src string) error {
 }
 
 func goBuild(ctx context.Context, dir, out, ldflags, pkg string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", out+".tmp", pkg)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=-mod=mod -buildvcs=false")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building %s failed (is the Go module proxy reachable? set GOPROXY): %w\n%s", filepath.Base(out), err, tail(b, 40))
+	env := []string{"CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=-mod=mod -buildvcs=false"}
+	if err := runGo(ctx, dir, env, out+".build.log", "build", "-trimpath", "-ldflags", ldflags, "-o", out+".tmp", pkg); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return fmt.Errorf("building %s failed (is the Go module proxy reachable? set GOPROXY): %w", filepath.Base(out), err)
 	}
 	return os.Rename(out+".tmp", out)
+}
+
+// runGo runs the go command in dir. When ctx ends, go and the compilers
+// and linkers it started are killed together; go's work directory (in a
+// directory of ours, as go would not remove it when killed) and the
+// partial output (-o's argument) are removed. A failure is told in one
+// line, the last line go printed, with the file that holds all of its
+// output.
+func runGo(ctx context.Context, dir string, env []string, logPath string, args ...string) error {
+	var partial string
+	for i, a := range args {
+		if a == "-o" && i+1 < len(args) {
+			partial = args[i+1]
+		}
+	}
+	work, err := os.MkdirTemp("", "huddle-sim-go-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), env...), "GOTMPDIR="+work)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		os.Remove(logPath)
+		return nil
+	}
+	if partial != "" {
+		os.Remove(partial)
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if werr := os.WriteFile(logPath, out, 0o644); werr != nil {
+		return fmt.Errorf("%w: %s", err, tail(out, 1))
+	}
+	return fmt.Errorf("%w: %s; its output: %s", err, tail(out, 1), logPath)
 }
 
 func goEnv(name string) (string, error) {
@@ -297,10 +338,11 @@ func Huddle(ctx context.Context, cacheDir string) (string, error) {
 			return "", err
 		}
 		tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./cmd/huddle")
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("build huddle from %s: %w\n%s", root, err, tail(b, 30))
+		if err := runGo(ctx, root, nil, out+".build.log", "build", "-o", tmp, "./cmd/huddle"); err != nil {
+			if ctx.Err() != nil {
+				return "", err
+			}
+			return "", fmt.Errorf("build huddle from %s: %w", root, err)
 		}
 		return out, os.Rename(tmp, out)
 	}
