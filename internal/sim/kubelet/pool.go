@@ -156,14 +156,18 @@ func (p *Pool) RunProcesses(ps *Processes) { p.procs = ps }
 // Run plays the kubelets until ctx ends, then stops every process it
 // started.
 func (p *Pool) Run(ctx context.Context, workers int) {
-	defer p.queue.ShutDown()
-	defer p.stopAllProcesses()
 	ctx = klog.NewContext(ctx, p.logger)
+	var running sync.WaitGroup
 	for range workers {
-		go wait.UntilWithContext(ctx, p.worker, time.Second)
+		running.Go(func() { wait.UntilWithContext(ctx, p.worker, time.Second) })
 	}
 	go p.heartbeats(ctx)
 	<-ctx.Done()
+	// A worker in the middle of a sync may still start a process: only
+	// once every worker has returned are all of them known, and stopped.
+	p.queue.ShutDown()
+	running.Wait()
+	p.stopAllProcesses()
 }
 
 func (p *Pool) worker(ctx context.Context) {
