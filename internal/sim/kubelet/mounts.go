@@ -104,7 +104,13 @@ func (pp *procPod) materialiseVolumes(ctx context.Context) (map[string]string, e
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				return nil, err
 			}
-			if err := os.WriteFile(path, data, 0o644); err != nil {
+			// Replace, never rewrite in place: a reader (the token source,
+			// a certificate watcher) must not see half a file.
+			tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+			if err := os.WriteFile(tmp, data, 0o644); err != nil {
+				return nil, err
+			}
+			if err := os.Rename(tmp, path); err != nil {
 				return nil, err
 			}
 		}
@@ -211,7 +217,6 @@ func (pp *procPod) projectedFiles(ctx context.Context, sources []corev1.VolumePr
 			var tok string
 			tok, err = pp.token(ctx, s.ServiceAccountToken)
 			out[s.ServiceAccountToken.Path] = []byte(tok)
-			pp.tokenFile = s.ServiceAccountToken.Path
 		case s.ConfigMap != nil:
 			err = add(pp.configMapFiles(ctx, s.ConfigMap.Name, s.ConfigMap.Items, ptr.Deref(s.ConfigMap.Optional, false)))
 		case s.Secret != nil:

@@ -82,11 +82,15 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 	p.mu.Lock()
 	powered := n.powered
 	st := n.pods[key]
+	var gone *podState
 	if st != nil && st.uid != pod.UID { // same name, new pod (StatefulSet)
 		delete(n.pods, key)
-		st = nil
+		gone, st = st, nil
 	}
 	p.mu.Unlock()
+	if gone != nil && gone.proc != nil {
+		gone.proc.powerOff() // the old pod is gone: so are its processes
+	}
 	if !powered {
 		return 0, nil // a node that is off does nothing; power-on resyncs
 	}

@@ -232,10 +232,11 @@ func (p *Pool) onNode(obj any) {
 	wasPowered := n.powered
 	n.powered = poweredFromAnnotations(nodeObj.Annotations)
 	poweredOn := n.powered && !wasPowered
+	var off []*procPod
 	if wasPowered && !n.powered {
 		for _, st := range n.pods {
 			if st.proc != nil {
-				go st.proc.powerOff()
+				off = append(off, st.proc)
 			}
 		}
 	}
@@ -246,6 +247,11 @@ func (p *Pool) onNode(obj any) {
 		}
 	}
 	p.mu.Unlock()
+	// The instance is off: its processes die now, before anything can see
+	// the node on again.
+	for _, pp := range off {
+		pp.powerOff()
+	}
 
 	if poweredOn {
 		// A rebooted kubelet reports Ready at once and then resyncs its pods,

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,7 +26,7 @@ const (
 // the startup probe first; then liveness (failures restart the container)
 // and readiness (which makes the pod Ready or not). Called with pp.mu.
 func (pp *procPod) startProbes(ctx context.Context, c *container) {
-	if c.spec.StartupProbe == nil && c.spec.ReadinessProbe == nil {
+	if c.spec.ReadinessProbe == nil && c.spec.StartupProbe == nil {
 		c.ready = true
 	}
 	go func() {
@@ -69,7 +68,8 @@ func (pp *procPod) probeLoop(ctx context.Context, c *container, kind probeKind, 
 		switch kind {
 		case startupProbe:
 			if err == nil {
-				pp.update(c, func() { c.started = true })
+				// Without a readiness probe a started container is ready.
+				pp.update(c, func() { c.started, c.ready = true, c.ready || c.spec.ReadinessProbe == nil })
 				return true
 			}
 			if failures >= failureThreshold {
@@ -114,16 +114,14 @@ func (pp *procPod) update(c *container, f func()) {
 // failed; it restarts under the pod's restart policy.
 func (pp *procPod) restartUnhealthy(c *container, kind probeKind) {
 	pp.mu.Lock()
-	cmd := c.cmd
-	running := c.running
+	cmd, done, running, spec := c.cmd, c.done, c.running, c.spec
 	pp.mu.Unlock()
 	if !running || cmd == nil {
 		return
 	}
 	pp.recorder.Eventf(pp.pod, corev1.EventTypeNormal, "Killing", "Container %s failed %s probe, will be restarted", c.spec.Name, kind)
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	grace := time.Duration(float64(gracePeriod(pp.pod))*max(pp.backoff, 0.05)) * time.Second
-	time.AfterFunc(max(grace, 2*time.Second), func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	grace := time.Duration(gracePeriod(pp.pod)) * time.Second
+	go pp.terminate(cmd, done, &spec, time.Now().Add(grace))
 }
 
 // probe runs one probe through the sandbox's network.

@@ -135,6 +135,16 @@ func newProcPod(p *Pool, n *node, pod *corev1.Pod, ip string) *procPod {
 	}
 	key := pod.Namespace + "/" + pod.Name
 	pp.notify = func() { p.queue.Add(key) }
+	for _, v := range pod.Spec.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				pp.tokenFile = src.ServiceAccountToken.Path
+			}
+		}
+	}
 	for _, c := range pod.Spec.Containers {
 		ct := &container{spec: c}
 		if im, ok := p.procs.image(c.Image); ok {
@@ -349,16 +359,34 @@ func (pp *procPod) stop(grace time.Duration) {
 		if !c.running || c.cmd == nil {
 			continue
 		}
-		cmd, spec := c.cmd, c.spec
+		cmd, spec, done := c.cmd, c.spec, c.done
 		pp.recorder.Eventf(pp.pod, corev1.EventTypeNormal, "Killing", "Stopping container %s", c.spec.Name)
-		go func() {
-			if spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
-				pp.preStop(&spec, spec.Lifecycle.PreStop, deadline)
-			}
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-			time.Sleep(time.Until(deadline))
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}()
+		go pp.terminate(cmd, done, &spec, deadline)
+	}
+}
+
+// terminate runs the container's preStop hook, sends SIGTERM, and SIGKILL
+// at the deadline (at least 2 s after SIGTERM, as the kubelet allows) if
+// the process is still there.
+func (pp *procPod) terminate(cmd *exec.Cmd, done <-chan struct{}, spec *corev1.Container, deadline time.Time) {
+	if spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
+		pp.preStop(spec, spec.Lifecycle.PreStop, deadline)
+	}
+	kill(cmd, done, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(max(time.Until(deadline), 2*time.Second)):
+		kill(cmd, done, syscall.SIGKILL)
+	}
+}
+
+// kill signals a container's process group unless its process has been
+// reaped: by then its pid may belong to another process.
+func kill(cmd *exec.Cmd, done <-chan struct{}, sig syscall.Signal) {
+	select {
+	case <-done:
+	default:
+		_ = syscall.Kill(-cmd.Process.Pid, sig)
 	}
 }
 
@@ -384,7 +412,7 @@ func (pp *procPod) powerOff() {
 	for _, c := range pp.containers {
 		if c.running && c.cmd != nil {
 			exits = append(exits, c.done)
-			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+			kill(c.cmd, c.done, syscall.SIGKILL)
 		}
 	}
 	pp.mu.Unlock()
