@@ -42,6 +42,7 @@ import (
 	"github.com/huddle-io/huddle/internal/sim/cluster"
 	"github.com/huddle-io/huddle/internal/sim/controlplane"
 	"github.com/huddle-io/huddle/internal/sim/kubelet"
+	"github.com/huddle-io/huddle/internal/sim/podnet"
 	"github.com/huddle-io/huddle/internal/sim/timing"
 )
 
@@ -81,7 +82,19 @@ func Main(m *testing.M, opts Options) int {
 		// Where huddle's own pods run; tests' pods go to their pools.
 		nodes = []kubelet.NodeSpec{{Name: "system-0", Zone: "us-east-1a"}, {Name: "system-1", Zone: "us-east-1b"}}
 	}
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleValues: opts.HuddleValues})
+	local := false
+	if opts.Huddle {
+		// The scenarios must test the chart as shipped; the local-process
+		// fallback (no root) would pass them without it.
+		if err := podnet.Supported(); err != nil {
+			if os.Getenv("HUDDLE_SIM_ALLOW_LOCAL") == "" {
+				fmt.Fprintf(os.Stderr, "simtest: %v.\nThese tests run huddle from its chart, whose pods need network namespaces: run them as root, or set HUDDLE_SIM_ALLOW_LOCAL=1 to run huddle as a local process instead (then the chart, its RBAC and its Service are not tested).\n", err)
+				return 1
+			}
+			local = true
+		}
+	}
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleLocal: local, HuddleValues: opts.HuddleValues})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "simtest: cannot start the simulated cluster: %v\n", err)
 		return 1
