@@ -56,16 +56,15 @@ func everyOption() map[string]any {
 		"kubeAPI":               map[string]any{"qps": 50, "burst": 80},
 		"logLevel":              2,
 		"extraArgs":             []any{"--pprof-bind-address=:6060"},
-		"webhook": map[string]any{"timeoutSeconds": 5, "objectSelector": map[string]any{
-			"matchExpressions": []any{map[string]any{"key": "huddle.io/skip", "operator": "DoesNotExist"}}}},
-		"certManager":         map[string]any{"enabled": true},
-		"crds":                map[string]any{"install": true},
-		"cleanupOnUninstall":  true,
-		"serviceAccount":      map[string]any{"create": true, "name": "huddle-sa", "annotations": map[string]any{"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/huddle"}},
-		"podDisruptionBudget": map[string]any{"enabled": true, "maxUnavailable": "50%"},
-		"priorityClassName":   "",
-		"priorityClassQuota":  map[string]any{"create": true, "pods": 5},
-		"topologySpread":      map[string]any{"enabled": true, "maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule"},
+		"webhook":               map[string]any{"timeoutSeconds": 5},
+		"certManager":           map[string]any{"enabled": true},
+		"crds":                  map[string]any{"install": true},
+		"cleanupOnUninstall":    true,
+		"serviceAccount":        map[string]any{"create": true, "name": "huddle-sa", "annotations": map[string]any{"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/huddle"}},
+		"podDisruptionBudget":   map[string]any{"enabled": true, "maxUnavailable": "50%"},
+		"priorityClassName":     "",
+		"priorityClassQuota":    map[string]any{"create": true, "pods": 5},
+		"topologySpread":        map[string]any{"enabled": true, "maxSkew": 2, "whenUnsatisfiable": "DoNotSchedule"},
 		"topologySpreadConstraints": []any{map[string]any{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
 			"labelSelector": map[string]any{"matchLabels": map[string]any{"app.kubernetes.io/name": "huddle"}}}},
 		"nodeSelector": map[string]any{"kubernetes.io/os": "linux"},
@@ -495,7 +494,9 @@ func TestEveryOption(t *testing.T) {
 	if got := mwc.Annotations["cert-manager.io/inject-ca-from"]; got != namespace+"/huddle-webhook" {
 		t.Errorf("inject-ca-from %q", got)
 	}
-	if *mwc.Webhooks[0].TimeoutSeconds != 5 || mwc.Webhooks[0].ObjectSelector == nil {
+	// No object selector ever: every pod of a shared claim must be seen, or
+	// repair evicts the unseen ones in a loop.
+	if *mwc.Webhooks[0].TimeoutSeconds != 5 || mwc.Webhooks[0].ObjectSelector != nil {
 		t.Errorf("timeout %d, object selector %v", *mwc.Webhooks[0].TimeoutSeconds, mwc.Webhooks[0].ObjectSelector)
 	}
 	certs := unstructuredOf(m, "Certificate")
