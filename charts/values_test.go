@@ -36,6 +36,10 @@ func TestSchemaRejects(t *testing.T) {
 		// flag huddle needs would render empty and crash-loop it.
 		{"failover set to null", map[string]any{"failover": nil}, []string{"failover", "missing"}},
 		{"lease duration set to null", map[string]any{"leaderElection": map[string]any{"leaseDuration": nil}}, []string{"/leaderElection", "leaseDuration"}},
+		// client-go's leader election would refuse these at start.
+		{"lease duration zero", map[string]any{"leaderElection": map[string]any{"leaseDuration": "0"}}, []string{"/leaderElection/leaseDuration"}},
+		{"lease not longer than renew deadline", map[string]any{"leaderElection": map[string]any{"leaseDuration": "10s"}}, []string{"leaderElection.leaseDuration (10s) must be longer than leaderElection.renewDeadline (10s)"}},
+		{"renew deadline within 1.2 retry periods", map[string]any{"leaderElection": map[string]any{"renewDeadline": "2s"}}, []string{"leaderElection.renewDeadline (2s) must be longer than 1.2 × leaderElection.retryPeriod (2s)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Render(tc.values, release, namespace)
@@ -58,7 +62,7 @@ func TestSchemaAccepts(t *testing.T) {
 		{"replicas": int64(3), "logLevel": int64(2), "workers": 8},
 		{"replicas": 0},
 		{"mode": "cluster", "missingClaimGrace": "2s"},
-		{"missingClaimGrace": "1m30s", "leaderElection": map[string]any{"leaseDuration": "0"}},
+		{"missingClaimGrace": "1m30s", "leaderElection": map[string]any{"leaseDuration": "20s"}},
 		{"podDisruptionBudget": map[string]any{"minAvailable": "50%"}},
 		{"logLevel": "debug"},
 		{"resources": map[string]any{"requests": map[string]any{"cpu": 1, "memory": "1.5Gi"}}},
