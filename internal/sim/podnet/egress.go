@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -22,7 +23,7 @@ egressSelections:
     proxyProtocol: HTTPConnect
     transport:
       uds:
-        udsName: %s
+        udsName: %q
 - name: controlplane
   connection:
     proxyProtocol: Direct
@@ -35,7 +36,9 @@ egressSelections:
 // ServeEgress serves HTTP CONNECT on the Unix socket path until ctx ends:
 // the API server's way into the pods. Only sandbox addresses are connected.
 func (n *Network) ServeEgress(ctx context.Context, path string) error {
-	_ = os.Remove(path)
+	if !strings.HasPrefix(path, "@") { // "@name" is an abstract socket: no file
+		_ = os.Remove(path)
+	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("egress proxy: %w", err)
