@@ -8,10 +8,12 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +41,10 @@ import (
 
 // DefaultStorageClass is the name of the default StorageClass.
 const DefaultStorageClass = "gp3"
+
+// maxSocketPath is the longest path of a Unix socket (sun_path, less its
+// final NUL).
+const maxSocketPath = 107
 
 // Options configure a simulated cluster.
 type Options struct {
@@ -96,6 +102,10 @@ type Cluster struct {
 }
 
 // Start builds the control plane if needed, boots it and registers nodes.
+// Every wait ends when ctx does. If Start fails or ctx ends, it stops
+// whatever it started and removes its directory before it returns; if a
+// component failed, the error is a *controlplane.ComponentError that
+// names the component's log, kept outside the directory (see StopAfter).
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	progress := opts.Progress
 	if progress == nil {
@@ -128,36 +138,41 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	network := podnet.New(0)
+	c := &Cluster{Dir: dir, Timing: opts.Timing, Binaries: set, Network: network, cancel: cancel, cacheDir: cacheDir, huddleLocal: local}
+	// Whatever fails or is interrupted, everything started so far stops and
+	// dir goes; a failed component's log is kept, unless interrupted.
+	defer func() {
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			c.Stop()
+			return
+		}
+		err = c.StopAfter(err)
+	}()
 	// Pods' processes run as their runAsUser: they must traverse the
 	// cluster's directory to their own (its files stay private).
 	if err := os.Chmod(dir, 0o711); err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	network := podnet.New(0)
 	egress := filepath.Join(dir, "egress.sock")
+	if len(egress) > maxSocketPath {
+		// Too long for a Unix socket (a deep $TMPDIR): an abstract one,
+		// named after dir, needs no file and is as much the cluster's own.
+		egress = "@" + filepath.Base(dir) + "-egress"
+	}
 	if err := network.ServeEgress(runCtx, egress); err != nil {
-		cancel()
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	cp, err := controlplane.Start(ctx, controlplane.Config{Binaries: set, Dir: dir, Timing: opts.Timing, Progress: progress, EgressSocket: egress})
 	if err != nil {
-		cancel()
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	network.SetAPIPort(cp.APIPort)
-	c := &Cluster{
-		Kubeconfig: cp.Kubeconfig, Dir: dir, Admin: cp.Admin, Binaries: set, Timing: opts.Timing, Network: network,
-		cp: cp, cancel: cancel, cacheDir: cacheDir, huddleLocal: local,
-	}
-	defer func() {
-		if err != nil {
-			c.Stop()
-		}
-	}()
+	c.cp, c.Kubeconfig, c.Admin = cp, cp.Kubeconfig, cp.Admin
 	if c.Client, err = kubernetes.NewForConfig(cp.Admin); err != nil {
 		return nil, err
 	}
@@ -217,7 +232,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	case opts.Huddle:
 		fmt.Fprintf(progress, "Installing huddle from its chart (helm install %s charts/huddle -n %s)\n", HuddleRelease, HuddleNamespace)
 		if err := c.InstallHuddle(ctx, opts.HuddleValues); err != nil {
-			return nil, fmt.Errorf("install huddle: %w", err)
+			return nil, c.huddleFailed(ctx, err)
 		}
 	}
 	c.BootTime = time.Since(start)
@@ -231,8 +246,8 @@ func (c *Cluster) goRun(f func()) {
 
 // waitNodesSchedulable waits until the node lifecycle controller has
 // removed the not-ready taint every new node starts with.
-func (c *Cluster) waitNodesSchedulable(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+func (c *Cluster) waitNodesSchedulable(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, time.Minute)
 	defer cancel()
 	for {
 		nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -252,7 +267,11 @@ func (c *Cluster) waitNodesSchedulable(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d nodes still carry the %s taint: %w (see %s/kube-controller-manager.log)", pending, corev1.TaintNodeNotReady, ctx.Err(), c.Dir)
+			err := fmt.Errorf("did not remove the %s taint from %d nodes: %w", corev1.TaintNodeNotReady, pending, ctx.Err())
+			if parent.Err() != nil {
+				return err
+			}
+			return &controlplane.ComponentError{Component: "kube-controller-manager", Log: filepath.Join(c.Dir, "kube-controller-manager.log"), Err: err}
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -263,15 +282,83 @@ func (c *Cluster) Check() error { return c.cp.Check() }
 
 // Stop stops the simulation and every process, and removes Dir unless
 // $HUDDLE_SIM_KEEP is set (to read component logs after a failure).
-func (c *Cluster) Stop() {
+func (c *Cluster) Stop() { c.stop(nil) }
+
+// StopAfter stops the cluster because of err, as Stop does, and returns
+// err. If a component failed (err holds a *controlplane.ComponentError),
+// its log is first copied out of Dir, which Stop removes, to a file
+// huddle-sim-<component>-*.log in the temporary directory, and the error
+// names the copy instead.
+func (c *Cluster) StopAfter(err error) error {
+	var failed *controlplane.ComponentError
+	if !errors.As(err, &failed) {
+		c.Stop()
+		return err
+	}
+	log := failed.Log
+	c.stop(failed)
+	if failed.Log == log {
+		return err
+	}
+	return &movedLog{err: err, from: log, to: failed.Log}
+}
+
+// movedLog is an error whose message named a log that has been moved:
+// the message was made when the error was wrapped, so the new path is
+// put in its place.
+type movedLog struct {
+	err      error
+	from, to string
+}
+
+func (e *movedLog) Error() string { return strings.ReplaceAll(e.err.Error(), e.from, e.to) }
+func (e *movedLog) Unwrap() error { return e.err }
+
+func (c *Cluster) stop(failed *controlplane.ComponentError) {
 	c.once.Do(func() {
 		c.cancel()
 		c.wg.Wait()
-		c.cp.Stop()
-		if os.Getenv("HUDDLE_SIM_KEEP") == "" {
-			os.RemoveAll(c.Dir)
+		if c.cp != nil {
+			c.cp.Stop()
+		}
+		if os.Getenv("HUDDLE_SIM_KEEP") != "" {
+			return
+		}
+		if failed != nil {
+			if kept, err := keepLog(failed, c.Dir); err == nil {
+				failed.Log = kept
+			}
+		}
+		// A pod's process stopped a moment ago may still be closing files.
+		for range 3 {
+			if os.RemoveAll(c.Dir) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
+}
+
+// keepLog copies a failed component's log out of dir, the cluster's
+// directory, and returns the copy's path.
+func keepLog(failed *controlplane.ComponentError, dir string) (string, error) {
+	if failed.Log == "" || !strings.HasPrefix(failed.Log, dir+string(filepath.Separator)) {
+		return failed.Log, nil
+	}
+	b, err := os.ReadFile(failed.Log)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp("", "huddle-sim-"+failed.Component+"-*.log")
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), f.Close()
 }
 
 // bootstrap creates what the EKS EBS CSI add-on installs: the CSIDriver

@@ -3,12 +3,15 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -141,7 +144,11 @@ func (c *Cluster) startLocalHuddle(ctx context.Context, extraArgs ...string) err
 		if err := p.Running(); err != nil {
 			return err
 		}
-		resp, err := http.Get(ready)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ready, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return err
 		}
@@ -160,10 +167,11 @@ func (c *Cluster) startLocalHuddle(ctx context.Context, extraArgs ...string) err
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("%w (log: %s/huddle.log)", err, c.Dir)
+	var failed *controlplane.ComponentError
+	if err != nil && !errors.As(err, &failed) && ctx.Err() == nil {
+		err = &controlplane.ComponentError{Component: "huddle", Log: filepath.Join(c.Dir, "huddle.log"), Err: fmt.Errorf("is not ready: %w", err)}
 	}
-	return nil
+	return err
 }
 
 // StopHuddle stops huddle: the chart's Deployment scaled to 0 (kill:
@@ -210,8 +218,28 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, f func() e
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %v", what, err)
+			return fmt.Errorf("waiting for %s: %w", what, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// huddleFailed turns a failed install from the chart into one line that
+// names the log of huddle's most recent container, if one ever started.
+func (c *Cluster) huddleFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	cause, _, _ := strings.Cut(err.Error(), "\n") // huddleDiagnostics follow the first line
+	var newest string
+	var newestTime time.Time
+	for _, f := range c.HuddleLogs() {
+		if st, err := os.Stat(f); err == nil && !st.ModTime().Before(newestTime) {
+			newest, newestTime = f, st.ModTime()
+		}
+	}
+	if newest == "" {
+		return fmt.Errorf("install huddle: %s", cause)
+	}
+	return &controlplane.ComponentError{Component: "huddle", Log: newest, Err: fmt.Errorf("did not start from its chart: %s", cause)}
 }
