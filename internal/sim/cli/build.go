@@ -18,7 +18,12 @@ func newBuild() *cobra.Command {
 and kubectl from the pinned Go modules into the cache directory and prints
 where they are. It needs the Go toolchain and the Go module proxy; the first
 build takes about 13 minutes on 2 cores, and nothing is rebuilt until the
-pins or the Go version change.`,
+pins or the Go version change.
+
+Another huddle-sim that needs the same cache meanwhile waits for this
+build, and says so. Interrupted (SIGINT, SIGTERM), build stops the
+compilers, removes the binary it was writing and exits 130; a failed build
+exits 3 with the compiler's last line and the file that holds its output.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext()

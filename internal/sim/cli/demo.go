@@ -60,7 +60,10 @@ ran, how many hung, and how long until all were Running.`,
 				defer c.Stop()
 				fmt.Fprintf(stderr, "Cluster ready in %.1fs: %d nodes, timing %s, huddle %v\n", c.BootTime.Seconds(), len(specs), profile.Name, withHuddle)
 				rep, err := applyAndSettle(ctx, c, objs, "default", profile.SettlePeriod, profile.RunTimeout, stderr)
-				return rep, interrupted(ctx, err)
+				if err != nil {
+					return nil, failed(ctx, c, err)
+				}
+				return rep, nil
 			}
 			fmt.Fprintln(stderr, "== 1/2: the stock kube-scheduler ==")
 			stock, err := run(false)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -26,10 +27,11 @@ import (
 
 // Exit codes.
 const (
-	exitOK       = 0
-	exitFailed   = 1 // the run worked but not every pod is running, or a runtime error
-	exitUsage    = 2
-	exitSignaled = 130
+	exitOK         = 0
+	exitNotRunning = 1 // run worked, but not every pod is running
+	exitUsage      = 2
+	exitFailed     = 3 // huddle-sim failed: the cause is printed in one line
+	exitSignaled   = 130
 )
 
 // exitError carries an exit code through cobra.
@@ -50,28 +52,47 @@ func Execute() int { return Run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }
 
 // Run runs huddle-sim with args and returns the exit code.
 func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRoot(stdin, stdout, stderr)
+	steps := &stepWriter{w: stderr}
+	root := newRoot(stdin, stdout, steps)
 	root.SetArgs(args)
-	err := root.Execute()
+	return finish(root.Execute(), steps.last(), stderr)
+}
+
+// finish tells how a command ended, in one line on stderr, and returns the
+// exit code; step is the last step it began.
+func finish(err error, step string, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
 	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != errSilent {
-			fmt.Fprintf(stderr, "huddle-sim: %v\n", ee.err)
+	if !errors.As(err, &ee) {
+		if strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
+			ee = &exitError{code: exitUsage, err: err}
+		} else {
+			ee = &exitError{code: exitFailed, err: err}
 		}
-		if ee.code == exitUsage {
-			fmt.Fprintln(stderr, "Run 'huddle-sim --help' for usage.")
-		}
-		return ee.code
 	}
-	fmt.Fprintf(stderr, "huddle-sim: %v\n", err)
-	if strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") {
+	var stop *interruption
+	switch {
+	case errors.As(ee.err, &stop):
+		at := ""
+		if step != "" {
+			at = fmt.Sprintf(" at step %q", step)
+		}
+		fmt.Fprintf(stderr, "huddle-sim: %v%s; stopped everything it had started and removed its files\n", stop.cause, at)
+	case ee.err != errSilent:
+		fmt.Fprintf(stderr, "huddle-sim: %s\n", oneLine(ee.err.Error()))
+	}
+	if ee.code == exitUsage {
 		fmt.Fprintln(stderr, "Run 'huddle-sim --help' for usage.")
-		return exitUsage
 	}
-	return exitFailed
+	return ee.code
+}
+
+// oneLine joins the lines of a message, so that the cause of a failure is
+// one line however the error was built.
+func oneLine(msg string) string {
+	return strings.Join(strings.Fields(msg), " ")
 }
 
 // errSilent ends a command with its exit code and nothing more to say.
@@ -96,7 +117,14 @@ and which would hang:
   helm template my-release my-chart | huddle-sim run -f -
 
 The first run builds the control plane (about 13 minutes on 2 cores) into
-the cache directory; later runs boot in seconds.`,
+the cache directory; later runs boot in seconds.
+
+However it ends, huddle-sim stops every process it started and removes
+its directory. Exit status: 0 on success, 1 when run finds pods not
+running, 2 for usage errors, 3 when huddle-sim fails (the cause in one
+line, with the log to read when a component failed), 130 when interrupted
+by SIGINT or SIGTERM (up: while it boots; once up, that is how it stops,
+with 0).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -195,10 +223,64 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// interrupted turns a cancelled context into exit code 130.
+// interruption is an error caused by SIGINT or SIGTERM.
+type interruption struct{ cause error }
+
+func (i *interruption) Error() string { return i.cause.Error() }
+
+// interrupted turns an error that came with a cancelled context (SIGINT,
+// SIGTERM) into exit code 130; other errors exit 3.
 func interrupted(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
 	if ctx.Err() != nil {
-		return &exitError{code: exitSignaled, err: errors.New("interrupted; stopped the cluster")}
+		return &exitError{code: exitSignaled, err: &interruption{cause: context.Cause(ctx)}}
 	}
 	return err
+}
+
+// failed ends a command after err, once the cluster has started: an
+// interruption exits 130; otherwise a component that has exited is the
+// cause to tell, and its log is kept when the cluster's directory goes.
+func failed(ctx context.Context, c *cluster.Cluster, err error) error {
+	if ctx.Err() != nil {
+		c.Stop()
+		return interrupted(ctx, err)
+	}
+	if exited := c.Check(); exited != nil {
+		err = exited
+	}
+	return c.StopAfter(err)
+}
+
+// stepWriter passes progress on and remembers the last step begun (lines
+// not indented), to say where an interrupt came.
+type stepWriter struct {
+	w    io.Writer
+	mu   sync.Mutex
+	step string
+}
+
+func (s *stepWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if line != "" && line[0] != ' ' && !strings.HasPrefix(line, "warning:") {
+			s.step = line
+		}
+	}
+	s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// last is the last step, without what explains it (after a colon, a
+// semicolon or in parentheses).
+func (s *stepWriter) last() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	step := s.step
+	for _, sep := range []string{": ", "; ", " ("} {
+		step, _, _ = strings.Cut(step, sep)
+	}
+	return step
 }

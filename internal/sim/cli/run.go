@@ -41,8 +41,11 @@ status.capacity, zone from topology.kubernetes.io/zone); without them,
 --nodes nodes are made from the flags. Objects of kinds the cluster does not
 serve (a chart's ServiceMonitor, say) are skipped with a warning.
 
-Exit status: 0 if every pod is Running (Jobs: Succeeded), 1 if not or on
-error, 2 for usage errors.`,
+Exit status: 0 if every pod is Running (Jobs: Succeeded), 1 if not, 2 for
+usage errors, 3 if huddle-sim failed (a component did not start, for
+example; the cause is printed in one line, with the log to read), 130 if
+interrupted (SIGINT or SIGTERM). Whatever ends it, it stops every process
+it started and removes its files.`,
 		Example: `  helm template sentry sentry/sentry | huddle-sim run -f -
   huddle-sim run -f app.yaml -f nodes.yaml --output json
   huddle-sim run -f app.yaml --nodes 5 --zones us-east-1a,us-east-1b --timing fast`,
@@ -106,7 +109,7 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 
 	rep, err := applyAndSettle(ctx, c, objs, o.namespace, o.settle, o.timeout, stderr)
 	if err != nil {
-		return interrupted(ctx, err)
+		return failed(ctx, c, err)
 	}
 	out := cmd.OutOrStdout()
 	if o.output == "json" {
@@ -115,13 +118,15 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 		err = rep.WriteTable(out)
 	}
 	if err != nil {
-		return err
+		return failed(ctx, c, err)
 	}
 	if o.keep {
-		waitForInterrupt(ctx, c, stderr)
+		if err := waitForInterrupt(ctx, c, stderr); err != nil {
+			return failed(ctx, c, err)
+		}
 	}
 	if !rep.AllRunning {
-		return &exitError{code: exitFailed, err: errSilent}
+		return &exitError{code: exitNotRunning, err: errSilent}
 	}
 	return nil
 }
@@ -154,8 +159,8 @@ func applyAndSettle(ctx context.Context, c *cluster.Cluster, objs []manifest.Obj
 }
 
 // waitForInterrupt keeps the cluster up until Ctrl-C, telling the user how
-// to reach it.
-func waitForInterrupt(ctx context.Context, c *cluster.Cluster, w io.Writer) {
+// to reach it. It returns an error if a component of the cluster exits.
+func waitForInterrupt(ctx context.Context, c *cluster.Cluster, w io.Writer) error {
 	fmt.Fprintf(w, "\nThe cluster keeps running. Use it with:\n  export KUBECONFIG=%s\n  %s get pods -A\nPress Ctrl-C to stop it.\n", c.Kubeconfig, c.Binaries.Kubectl)
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -163,11 +168,10 @@ func waitForInterrupt(ctx context.Context, c *cluster.Cluster, w io.Writer) {
 		select {
 		case <-ctx.Done():
 			fmt.Fprintln(w, "Stopping the cluster")
-			return
+			return nil
 		case <-t.C:
 			if err := c.Check(); err != nil {
-				fmt.Fprintf(w, "error: %v\n", err)
-				return
+				return err
 			}
 		}
 	}

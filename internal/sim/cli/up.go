@@ -28,7 +28,10 @@ func newUp() *cobra.Command {
 		Short: "Boot a simulated cluster and keep it running until Ctrl-C",
 		Long: `up boots a simulated cluster, writes an admin kubeconfig and prints its path,
 then runs until SIGINT or SIGTERM, when it stops every process it started
-and removes its files.
+and removes its files, and exits 0. Interrupted while it boots, it stops
+what it had started, removes its files and exits 130; if it fails (a
+component does not start, or dies later), it does the same, prints the
+cause in one line with the log to read, and exits 3.
 
 Nodes come from the flags, or from Node objects in -f manifests; other
 objects in the manifests are applied once the cluster is up.
@@ -86,7 +89,7 @@ func (o *upOptions) run(cmd *cobra.Command) error {
 	if len(objs) > 0 {
 		res, err := manifest.Apply(ctx, c.Admin, objs, o.namespace, stderr)
 		if err != nil {
-			return interrupted(ctx, err)
+			return failed(ctx, c, err)
 		}
 		for _, s := range res.Skipped {
 			fmt.Fprintf(stderr, "warning: %s\n", s)
@@ -100,7 +103,7 @@ func (o *upOptions) run(cmd *cobra.Command) error {
 			err = os.WriteFile(o.kubeconfigOut, b, 0o600)
 		}
 		if err != nil {
-			return fmt.Errorf("--kubeconfig-out: %w", err)
+			return failed(ctx, c, fmt.Errorf("--kubeconfig-out: %w", err))
 		}
 		defer os.Remove(o.kubeconfigOut)
 		kubeconfig = o.kubeconfigOut
@@ -110,10 +113,12 @@ func (o *upOptions) run(cmd *cobra.Command) error {
 	fmt.Fprintln(cmd.OutOrStdout(), kubeconfig)
 	if o.huddle.huddle {
 		if err := printHuddleAccess(ctx, c, stderr); err != nil {
-			return interrupted(ctx, err)
+			return failed(ctx, c, err)
 		}
 	}
-	waitForInterrupt(ctx, c, stderr)
+	if err := waitForInterrupt(ctx, c, stderr); err != nil {
+		return failed(ctx, c, err)
+	}
 	start := time.Now()
 	c.Stop()
 	fmt.Fprintf(stderr, "Stopped in %.1fs and removed %s\n", time.Since(start).Seconds(), c.Dir)
