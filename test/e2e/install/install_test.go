@@ -16,7 +16,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/huddle-io/huddle/internal/sim/cluster"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
@@ -109,7 +111,14 @@ func TestHuddleRunsFromTheChart(t *testing.T) {
 // from the deletion until the new leader has led for a while) are gated —
 // the remaining replica answers the webhook — and each is placed within the
 // lease duration plus 2 s of its creation.
-func TestLeaderFailover(t *testing.T) {
+func TestLeaderFailover(t *testing.T) { leaderSwitch(t, nil) }
+
+// TestLeaderCrash is TestLeaderFailover with the leader killed at once
+// (deleted with grace 0, its process SIGKILLed): it cannot hand its lease
+// over, so the other replica waits for the lease to expire.
+func TestLeaderCrash(t *testing.T) { leaderSwitch(t, ptr.To(int64(0))) }
+
+func leaderSwitch(t *testing.T, grace *int64) {
 	env := simtest.New(t)
 	env.AddNodes(1, simtest.NodeOptions{})
 	env.Create(env.Claim("data"))
@@ -119,11 +128,10 @@ func TestLeaderFailover(t *testing.T) {
 	}
 	const leaseDuration = 15 * time.Second // the chart's default
 	start := time.Now()
-	if err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Delete(env.Ctx, leader, metav1.DeleteOptions{}); err != nil {
+	if err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Delete(env.Ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: grace}); err != nil {
 		t.Fatal(err)
 	}
 	created := map[string]time.Time{}
-	var next string
 	var switched time.Time
 	for i := 0; ; i++ {
 		name := fmt.Sprintf("switch-%02d", i)
@@ -131,8 +139,8 @@ func TestLeaderFailover(t *testing.T) {
 		env.Create(env.Pod(name, "data"))
 		if switched.IsZero() {
 			if l, err := env.Cluster.HuddleLeader(env.Ctx); err == nil && l != leader {
-				next, switched = l, time.Now()
-				t.Logf("leader %s deleted; %s leads after %s", leader, next, switched.Sub(start).Round(time.Millisecond))
+				switched = time.Now()
+				t.Logf("leader %s deleted; %s leads after %s", leader, l, switched.Sub(start).Round(time.Millisecond))
 			}
 		}
 		if !switched.IsZero() && time.Since(switched) > 3*time.Second {
@@ -256,8 +264,21 @@ func TestUninstallReleasesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("helm uninstall took %s", time.Since(start).Round(time.Millisecond))
-	if _, err := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(env.Ctx, cluster.HuddleRelease, metav1.GetOptions{}); err == nil {
-		t.Error("the webhook configuration is still there after uninstall")
+	if _, err := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(env.Ctx, cluster.HuddleRelease, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the webhook configuration after uninstall: %v, want NotFound", err)
+	}
+	// The hook deleted the certificate Secret; helm deleted the hook's own
+	// RBAC after it succeeded, and huddle's.
+	if _, err := env.Client.CoreV1().Secrets(cluster.HuddleNamespace).Get(env.Ctx, "huddle-webhook-cert", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the certificate Secret after uninstall: %v, want NotFound", err)
+	}
+	for _, name := range []string{cluster.HuddleRelease, cluster.HuddleRelease + "-cleanup"} {
+		if _, err := env.Client.RbacV1().ClusterRoles().Get(env.Ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("ClusterRole %s after uninstall: %v, want NotFound", name, err)
+		}
+	}
+	if pods, err := env.Cluster.HuddlePods(env.Ctx); err != nil || len(pods) > 0 {
+		t.Errorf("huddle's pods after uninstall: %d (%v)", len(pods), err)
 	}
 	all, err := env.Client.CoreV1().Pods("").List(env.Ctx, metav1.ListOptions{})
 	if err != nil {
