@@ -6,6 +6,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -231,6 +232,20 @@ func run(c runConfig) error {
 		default:
 			return errors.New("webhook certificates not ready yet")
 		}
+	}); err != nil {
+		return err
+	}
+	// The webhook answers from the Namespace and claim caches: a replica
+	// is ready for reviews only once they have synced, or a review would
+	// wait on them until the API server's timeout and the pod be created
+	// ungated.
+	if err := mgr.AddReadyzCheck("caches", func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), 50*time.Millisecond)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("informer caches not synced yet")
+		}
+		return nil
 	}); err != nil {
 		return err
 	}

@@ -73,7 +73,10 @@ func (pp *procPod) materialiseVolumes(ctx context.Context) (map[string]string, e
 	dirs := map[string]string{}
 	for _, v := range pod.Spec.Volumes {
 		dir := filepath.Join(pp.dir, "volumes", v.Name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := pp.mkdir(filepath.Join(pp.dir, "volumes")); err != nil {
+			return nil, err
+		}
+		if err := pp.mkdir(dir); err != nil {
 			return nil, err
 		}
 		var files map[string][]byte
@@ -101,13 +104,13 @@ func (pp *procPod) materialiseVolumes(ctx context.Context) (map[string]string, e
 		}
 		for name, data := range files {
 			path := filepath.Join(dir, name)
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			if err := pp.mkdir(filepath.Dir(path)); err != nil {
 				return nil, err
 			}
 			// Replace, never rewrite in place: a reader (the token source,
 			// a certificate watcher) must not see half a file.
 			tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-			if err := os.WriteFile(tmp, data, 0o644); err != nil {
+			if err := pp.writeFile(tmp, data); err != nil {
 				return nil, err
 			}
 			if err := os.Rename(tmp, path); err != nil {
@@ -266,7 +269,7 @@ func (pp *procPod) writeKubeconfig(tokenPath string) (string, error) {
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		return "", err
 	}
-	return path, os.Chmod(path, 0o644)
+	return path, pp.own(path, 0o640)
 }
 
 // fieldValue resolves a downward API field path.
@@ -425,4 +428,42 @@ func expand(s string, vars map[string]string) string {
 		}
 	}
 	return b.String()
+}
+
+// A pod's files belong to root and the pod's group (fsGroup, else
+// runAsGroup), readable by that group only, as the kubelet sets volume
+// ownership: its processes read them, other users of the machine do not.
+
+func (pp *procPod) own(path string, mode os.FileMode) error {
+	if err := os.Chown(path, 0, pp.gid); err != nil {
+		return err
+	}
+	return os.Chmod(path, mode)
+}
+
+func (pp *procPod) mkdir(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	return pp.own(dir, 0o750)
+}
+
+func (pp *procPod) writeFile(path string, data []byte) error {
+	if err := os.WriteFile(path, data, 0o640); err != nil {
+		return err
+	}
+	return pp.own(path, 0o640)
+}
+
+// podGroup is the group a pod's files belong to.
+func podGroup(pod *corev1.Pod) int {
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		if sc.FSGroup != nil {
+			return int(*sc.FSGroup)
+		}
+		if sc.RunAsGroup != nil {
+			return int(*sc.RunAsGroup)
+		}
+	}
+	return 0
 }

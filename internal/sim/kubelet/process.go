@@ -89,6 +89,7 @@ type procPod struct {
 	notify      func()
 	backoff     float64 // scale of restart back-off
 	tokenFile   string  // path of the service account token in its volume
+	gid         int     // group of the pod's files (podGroup)
 
 	mu         sync.Mutex
 	sandbox    *podnet.Sandbox
@@ -132,6 +133,7 @@ func newProcPod(p *Pool, n *node, pod *corev1.Pod, ip string) *procPod {
 		client:   p.client,
 		recorder: n.recorder,
 		backoff:  p.timing.GraceScale,
+		gid:      podGroup(pod),
 	}
 	key := pod.Namespace + "/" + pod.Name
 	pp.notify = func() { p.queue.Add(key) }
@@ -164,7 +166,15 @@ func (pp *procPod) setUp(ctx context.Context) error {
 	if pp.sandbox != nil {
 		return nil
 	}
-	if err := os.MkdirAll(pp.dir, 0o755); err != nil {
+	// Every pod's process traverses the pods directory to its own; none
+	// can list it.
+	if err := os.MkdirAll(pp.cfg.Dir, 0o711); err != nil {
+		return err
+	}
+	if err := os.Chmod(pp.cfg.Dir, 0o711); err != nil {
+		return err
+	}
+	if err := pp.mkdir(pp.dir); err != nil {
 		return err
 	}
 	dirs, err := pp.materialiseVolumes(ctx)

@@ -79,7 +79,10 @@ type Sandbox struct {
 	api     net.Listener
 	apiPort int
 	net     *Network
-	once    sync.Once
+	// mu keeps the namespace's handle open while a thread is switched
+	// into it (read) and Close from closing it meanwhile (write).
+	mu     sync.RWMutex
+	closed bool
 }
 
 // NewSandbox creates a network namespace with loopback up, ip on it, and
@@ -126,15 +129,19 @@ func (n *Network) NewSandbox(ip string) (*Sandbox, error) {
 
 // Close removes the sandbox. Its processes must have exited.
 func (s *Sandbox) Close() {
-	s.once.Do(func() {
-		s.net.mu.Lock()
-		if s.net.byIP[s.IP] == s {
-			delete(s.net.byIP, s.IP)
-		}
-		s.net.mu.Unlock()
-		s.api.Close()
-		s.ns.Close()
-	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.net.mu.Lock()
+	if s.net.byIP[s.IP] == s {
+		delete(s.net.byIP, s.IP)
+	}
+	s.net.mu.Unlock()
+	s.api.Close()
+	s.ns.Close()
 }
 
 // Start starts cmd inside the sandbox: the child inherits the namespace of
@@ -254,8 +261,16 @@ func pipe(a, b net.Conn) {
 	b.Close()
 }
 
+// ErrClosed: the sandbox was closed.
+var ErrClosed = errors.New("pod sandbox closed")
+
 // do runs f on a thread switched into the sandbox's namespace.
 func (s *Sandbox) do(f func() error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
