@@ -115,10 +115,18 @@ func TestLeaderFailover(t *testing.T) { leaderSwitch(t, nil) }
 
 // TestLeaderCrash is TestLeaderFailover with the leader killed at once
 // (deleted with grace 0, its process SIGKILLed): it cannot hand its lease
-// over, so the other replica waits for the lease to expire.
+// over, so the other replica takes it when it expires, which it checks
+// every retry period (2 s, client-go's jitter up to 1.2×): the bound is the
+// lease duration plus one jittered retry period plus 2 s.
 func TestLeaderCrash(t *testing.T) { leaderSwitch(t, ptr.To(int64(0))) }
 
 func leaderSwitch(t *testing.T, grace *int64) {
+	const leaseDuration = 15 * time.Second // the chart's defaults
+	const retryPeriod = 2 * time.Second
+	bound := leaseDuration + 2*time.Second
+	if grace != nil && *grace == 0 {
+		bound += retryPeriod * 12 / 10
+	}
 	env := simtest.New(t)
 	env.AddNodes(1, simtest.NodeOptions{})
 	env.Create(env.Claim("data"))
@@ -126,7 +134,6 @@ func leaderSwitch(t *testing.T, grace *int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const leaseDuration = 15 * time.Second // the chart's default
 	start := time.Now()
 	if err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Delete(env.Ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: grace}); err != nil {
 		t.Fatal(err)
@@ -153,7 +160,7 @@ func leaderSwitch(t *testing.T, grace *int64) {
 	}
 	var slowest time.Duration
 	for name, at := range created {
-		placed(env, name, leaseDuration+2*time.Second-time.Since(at))
+		placed(env, name, bound-time.Since(at))
 		p, err := env.Client.CoreV1().Pods(env.Namespace).Get(env.Ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
