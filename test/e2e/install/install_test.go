@@ -117,7 +117,8 @@ func TestLeaderFailover(t *testing.T) { leaderSwitch(t, nil) }
 // (deleted with grace 0, its process SIGKILLed): it cannot hand its lease
 // over, so the other replica takes it when it expires, which it checks
 // every retry period (2 s, client-go's jitter up to 1.2×): the bound is the
-// lease duration plus one jittered retry period plus 2 s.
+// lease duration plus one jittered retry period plus 2 s. Pods are created
+// once the dead replica is out of the webhook's Service (see below).
 func TestLeaderCrash(t *testing.T) { leaderSwitch(t, ptr.To(int64(0))) }
 
 func leaderSwitch(t *testing.T, grace *int64) {
@@ -134,9 +135,36 @@ func leaderSwitch(t *testing.T, grace *int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	leaderPod, err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Get(env.Ctx, leader, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	if err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Delete(env.Ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: grace}); err != nil {
 		t.Fatal(err)
+	}
+	if grace != nil && *grace == 0 {
+		// A crashed replica answers nothing, yet its endpoint stays in the
+		// webhook's Service until the EndpointSlice controller drops it
+		// (here at once, as its pod object is gone; on a real node only
+		// once the node is found NotReady). Reviews sent to it fail, and
+		// with failurePolicy Ignore those pods are created ungated; repair
+		// brings them home if they land away. Pods are created from then on.
+		env.Eventually("the crashed replica out of the webhook's Service", 10*time.Second, func() error {
+			slices, err := env.Client.DiscoveryV1().EndpointSlices(cluster.HuddleNamespace).List(env.Ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=huddle-webhook"})
+			if err != nil {
+				return err
+			}
+			for _, sl := range slices.Items {
+				for _, e := range sl.Endpoints {
+					if contains(e.Addresses, leaderPod.Status.PodIP) {
+						return fmt.Errorf("endpoint %s still listed", leaderPod.Status.PodIP)
+					}
+				}
+			}
+			return nil
+		})
+		t.Logf("the crashed replica left the webhook's Service %s after the kill", time.Since(start).Round(time.Millisecond))
 	}
 	created := map[string]time.Time{}
 	var switched time.Time
