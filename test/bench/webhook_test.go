@@ -2,15 +2,18 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,11 +110,14 @@ func reportAdmission(b *testing.B, all *samples, saturated bool) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// webhookClient reads huddle's webhook URL and CA from its
-// MutatingWebhookConfiguration.
+// webhookClient reads huddle's webhook from its MutatingWebhookConfiguration
+// and returns its URL and a client that reaches it as the API server does:
+// a URL as it is; a Service at its ready endpoints (the pods' IPs, through
+// the simulator's pod network, round-robin), with the Service's DNS name
+// verified against the CA bundle.
 func webhookClient(b *testing.B, env *simtest.Env) (string, *http.Client) {
 	mwc, err := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(env.Ctx, "huddle", metav1.GetOptions{})
-	if err != nil || len(mwc.Webhooks) == 0 || mwc.Webhooks[0].ClientConfig.URL == nil {
+	if err != nil || len(mwc.Webhooks) == 0 {
 		b.Fatalf("huddle's webhook configuration: %v", err)
 	}
 	w := mwc.Webhooks[0]
@@ -124,7 +130,57 @@ func webhookClient(b *testing.B, env *simtest.Env) (string, *http.Client) {
 	// open new ones (a TLS handshake per request would be measured).
 	t := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		MaxConnsPerHost: 16, MaxIdleConnsPerHost: 16}
-	return *w.ClientConfig.URL, &http.Client{Transport: t, Timeout: 10 * time.Second}
+	client := &http.Client{Transport: t, Timeout: 10 * time.Second}
+	if w.ClientConfig.URL != nil {
+		return *w.ClientConfig.URL, client
+	}
+	svc := w.ClientConfig.Service
+	if svc == nil {
+		b.Fatal("webhook configuration has neither URL nor Service")
+	}
+	service, err := env.Client.CoreV1().Services(svc.Namespace).Get(env.Ctx, svc.Name, metav1.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	portName := ""
+	for _, p := range service.Spec.Ports {
+		if p.Port == ptrOr(svc.Port, 443) {
+			portName = p.Name
+		}
+	}
+	slices, err := env.Client.DiscoveryV1().EndpointSlices(svc.Namespace).List(env.Ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var endpoints []string
+	for _, sl := range slices.Items {
+		for _, port := range sl.Ports {
+			if ptrOr(port.Name, "") != portName || port.Port == nil {
+				continue
+			}
+			for _, e := range sl.Endpoints {
+				if ptrOr(e.Conditions.Ready, false) {
+					endpoints = append(endpoints, net.JoinHostPort(e.Addresses[0], fmt.Sprint(*port.Port)))
+				}
+			}
+		}
+	}
+	if len(endpoints) == 0 {
+		b.Fatalf("service %s/%s has no ready endpoint", svc.Namespace, svc.Name)
+	}
+	var next atomic.Uint64
+	t.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return env.Cluster.Network.Dial(ctx, network, endpoints[next.Add(1)%uint64(len(endpoints))])
+	}
+	host := svc.Name + "." + svc.Namespace + ".svc"
+	return fmt.Sprintf("https://%s:%d%s", host, ptrOr(svc.Port, 443), ptrOr(svc.Path, "")), client
+}
+
+func ptrOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
 }
 
 func admissionReview(b *testing.B, env *simtest.Env) []byte {
