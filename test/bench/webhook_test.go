@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/huddle-io/huddle/internal/placement"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
@@ -144,7 +145,7 @@ func webhookClient(b *testing.B, env *simtest.Env) (string, *http.Client) {
 	}
 	portName := ""
 	for _, p := range service.Spec.Ports {
-		if p.Port == ptrOr(svc.Port, 443) {
+		if p.Port == ptr.Deref(svc.Port, 443) {
 			portName = p.Name
 		}
 	}
@@ -155,11 +156,11 @@ func webhookClient(b *testing.B, env *simtest.Env) (string, *http.Client) {
 	var endpoints []string
 	for _, sl := range slices.Items {
 		for _, port := range sl.Ports {
-			if ptrOr(port.Name, "") != portName || port.Port == nil {
+			if ptr.Deref(port.Name, "") != portName || port.Port == nil {
 				continue
 			}
 			for _, e := range sl.Endpoints {
-				if ptrOr(e.Conditions.Ready, false) {
+				if ptr.Deref(e.Conditions.Ready, false) {
 					endpoints = append(endpoints, net.JoinHostPort(e.Addresses[0], fmt.Sprint(*port.Port)))
 				}
 			}
@@ -173,14 +174,7 @@ func webhookClient(b *testing.B, env *simtest.Env) (string, *http.Client) {
 		return env.Cluster.Network.Dial(ctx, network, endpoints[next.Add(1)%uint64(len(endpoints))])
 	}
 	host := svc.Name + "." + svc.Namespace + ".svc"
-	return fmt.Sprintf("https://%s:%d%s", host, ptrOr(svc.Port, 443), ptrOr(svc.Path, "")), client
-}
-
-func ptrOr[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
+	return fmt.Sprintf("https://%s:%d%s", host, ptr.Deref(svc.Port, 443), ptr.Deref(svc.Path, "")), client
 }
 
 func admissionReview(b *testing.B, env *simtest.Env) []byte {

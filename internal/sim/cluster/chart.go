@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"helm.sh/helm/v4/pkg/action"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/kube"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -62,16 +63,22 @@ func (c *Cluster) helm() (*action.Configuration, error) {
 	return cfg, nil
 }
 
+// chartAndHelm loads the embedded chart and a helm configuration.
+func (c *Cluster) chartAndHelm() (*chart.Chart, *action.Configuration, error) {
+	ch, err := charts.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := c.helm()
+	return ch, cfg, err
+}
+
 // InstallHuddle installs huddle's chart (helm install, with the SDK) with
 // values over huddle-sim's defaults, and waits until huddle serves: every
 // replica Ready, the webhook reachable through its Service with its CA
 // injected, and a leader elected.
 func (c *Cluster) InstallHuddle(ctx context.Context, values map[string]any) error {
-	ch, err := charts.Load()
-	if err != nil {
-		return err
-	}
-	cfg, err := c.helm()
+	ch, cfg, err := c.chartAndHelm()
 	if err != nil {
 		return err
 	}
@@ -90,11 +97,7 @@ func (c *Cluster) InstallHuddle(ctx context.Context, values map[string]any) erro
 // (nil: no change, which still rolls nothing out); it waits for the new
 // pods to serve.
 func (c *Cluster) UpgradeHuddle(ctx context.Context, values map[string]any) error {
-	ch, err := charts.Load()
-	if err != nil {
-		return err
-	}
-	cfg, err := c.helm()
+	ch, cfg, err := c.chartAndHelm()
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ package install
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,13 +152,13 @@ func leaderSwitch(t *testing.T, grace *int64) {
 		// with failurePolicy Ignore those pods are created ungated; repair
 		// brings them home if they land away. Pods are created from then on.
 		env.Eventually("the crashed replica out of the webhook's Service", 10*time.Second, func() error {
-			slices, err := env.Client.DiscoveryV1().EndpointSlices(cluster.HuddleNamespace).List(env.Ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=huddle-webhook"})
+			eps, err := env.Client.DiscoveryV1().EndpointSlices(cluster.HuddleNamespace).List(env.Ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=huddle-webhook"})
 			if err != nil {
 				return err
 			}
-			for _, sl := range slices.Items {
+			for _, sl := range eps.Items {
 				for _, e := range sl.Endpoints {
-					if contains(e.Addresses, leaderPod.Status.PodIP) {
+					if slices.Contains(e.Addresses, leaderPod.Status.PodIP) {
 						return fmt.Errorf("endpoint %s still listed", leaderPod.Status.PodIP)
 					}
 				}
@@ -233,7 +234,7 @@ func TestRBACIsEnforced(t *testing.T) {
 	var rules []rbacv1.PolicyRule
 	removed := false
 	for _, r := range role.Rules {
-		if len(r.APIGroups) == 1 && r.APIGroups[0] == "" && contains(r.Resources, "pods") {
+		if len(r.APIGroups) == 1 && r.APIGroups[0] == "" && slices.Contains(r.Resources, "pods") {
 			var verbs []string
 			for _, v := range r.Verbs {
 				if v != "update" && v != "patch" {
@@ -341,15 +342,6 @@ func TestUninstallReleasesEverything(t *testing.T) {
 			t.Errorf("pod %s was gated after uninstall", name)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func firstKey(m map[string]int) string {
