@@ -119,15 +119,16 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		if wait := st.stopAt.Sub(now); wait > 0 {
 			return wait, nil
 		}
+		// The kubelet stops the containers and unmounts the pod's volumes
+		// before it publishes the terminal phase and removes the pod.
+		if err := p.release(ctx, n, st); err != nil {
+			return 0, err
+		}
 		if st.stage != stageDone {
 			if err := p.writeStatus(ctx, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
 				return 0, err
 			}
 			st.stage = stageDone
-		}
-		// The kubelet unmounts the pod's volumes before it removes the pod.
-		if err := p.release(ctx, n, st); err != nil {
-			return 0, err
 		}
 		return 0, p.remove(ctx, pod)
 	}
@@ -190,11 +191,17 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		if wait := st.started.Add(runFor).Sub(now); wait > 0 {
 			return wait, nil
 		}
+		// Containers gone first, terminal phase second: the scheduler frees
+		// the pod's requests when it sees the phase, and the kubelet must
+		// not refuse a pod bound into that room (see release).
+		if err := p.release(ctx, n, st); err != nil {
+			return 0, err
+		}
 		if err := p.writeStatus(ctx, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
 			return 0, err
 		}
 		st.stage = stageDone
-		return 0, p.release(ctx, n, st)
+		return 0, nil
 	}
 	return 0, nil
 }
@@ -247,7 +254,11 @@ func (p *Pool) admit(n *node, key string, pod *corev1.Pod, volumes []string, now
 	return st, nil
 }
 
-// release marks a pod's containers gone and its volumes unmounted.
+// release marks a pod's containers gone and its volumes unmounted. It
+// comes before the pod's terminal phase is written, as in the kubelet,
+// whose admission stops counting a pod once its worker has terminated it:
+// the scheduler frees a pod's requests as soon as it sees a terminal phase
+// and may bind another pod into that room at once.
 func (p *Pool) release(ctx context.Context, n *node, st *podState) error {
 	if st == nil {
 		return nil

@@ -18,6 +18,11 @@ func (p *Pool) syncProcessPod(ctx context.Context, n *node, pod *corev1.Pod, st 
 	}
 	next := st.proc.sync(ctx)
 	status, version, done := st.proc.status(pod, n, now, false)
+	if done {
+		if err := p.release(ctx, n, st); err != nil { // before the terminal phase
+			return 0, err
+		}
+	}
 	if version != st.written || pod.Status.Phase == corev1.PodPending {
 		if err := p.writeStatus(ctx, pod, status); err != nil {
 			return 0, err
@@ -27,7 +32,6 @@ func (p *Pool) syncProcessPod(ctx context.Context, n *node, pod *corev1.Pod, st 
 	if done {
 		st.stage = stageDone
 		st.proc.close()
-		return 0, p.release(ctx, n, st)
 	}
 	return next, nil
 }
@@ -46,16 +50,16 @@ func (p *Pool) stopProcessPod(ctx context.Context, n *node, pod *corev1.Pod, st 
 		// Each exit requeues the pod; this bounds the wait if none comes.
 		return max(st.stopAt.Sub(now), 0) + time.Second, nil
 	}
+	st.proc.close()
+	if err := p.release(ctx, n, st); err != nil { // before the terminal phase
+		return 0, err
+	}
 	if st.stage != stageDone {
 		status, _, _ := st.proc.status(pod, n, now, true)
 		if err := p.writeStatus(ctx, pod, status); err != nil {
 			return 0, err
 		}
 		st.stage = stageDone
-	}
-	st.proc.close()
-	if err := p.release(ctx, n, st); err != nil {
-		return 0, err
 	}
 	return 0, p.remove(ctx, pod)
 }
