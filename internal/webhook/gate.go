@@ -14,7 +14,9 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/huddle-io/huddle/internal/placement"
@@ -46,7 +48,14 @@ func (g *Gate) Handle(ctx context.Context, req admission.Request) admission.Resp
 	}
 	pod := &corev1.Pod{}
 	if err := g.Decoder.Decode(req, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("huddle webhook: cannot decode the pod in the AdmissionReview: %w", err))
+		// A denial is not covered by failurePolicy: Ignore, so answering
+		// one would block the pod. Let it through ungated, as when huddle
+		// is down (repair keeps its huddle together), and say so.
+		undecodedTotal.Inc()
+		log.FromContext(ctx).Error(err, "Cannot decode the pod of an AdmissionReview; allowing it ungated", "namespace", req.Namespace, "name", req.Name)
+		resp := admission.Allowed("huddle could not decode the pod")
+		resp.Warnings = []string{fmt.Sprintf("huddle webhook: cannot decode the pod (%v); it was admitted without huddle's scheduling gate", err)}
+		return resp
 	}
 	namespace := req.Namespace
 	if namespace == "" {
@@ -87,8 +96,14 @@ func (g *Gate) shouldGate(ctx context.Context, namespace string, pod *corev1.Pod
 	if placement.HasGate(pod) {
 		return false, "already gated", nil
 	}
-	claims := ClaimNames(pod)
-	if len(claims) == 0 {
+	var claims []string
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			claims = append(claims, v.PersistentVolumeClaim.ClaimName)
+		}
+	}
+	ephemeral := ephemeralClaims(pod)
+	if len(claims) == 0 && len(ephemeral) == 0 {
 		return false, "the pod mounts no claim", nil
 	}
 	ns := &corev1.Namespace{}
@@ -97,6 +112,15 @@ func (g *Gate) shouldGate(ctx context.Context, namespace string, pod *corev1.Pod
 			return false, "", err
 		}
 		ns = nil
+	}
+	// A generic ephemeral claim does not exist at admission (and has no
+	// name yet when the pod is created with generateName): the claim its
+	// template will make decides. The controller finds the claim by name
+	// once the pod has one.
+	for _, claim := range ephemeral {
+		if g.Scope.OptedIn(ns, namespace, claim) && mayBeShared(claim) {
+			return true, "", nil
+		}
 	}
 	for _, name := range claims {
 		claim := &corev1.PersistentVolumeClaim{}
@@ -114,8 +138,39 @@ func (g *Gate) shouldGate(ctx context.Context, namespace string, pod *corev1.Pod
 	return false, "no claim of the pod is opted in", nil
 }
 
+// ephemeralClaims are the claims the pod's generic ephemeral volumes will
+// make, as far as their templates tell: annotations and spec, no name.
+func ephemeralClaims(pod *corev1.Pod) []*corev1.PersistentVolumeClaim {
+	var out []*corev1.PersistentVolumeClaim
+	for _, v := range pod.Spec.Volumes {
+		if v.Ephemeral == nil || v.Ephemeral.VolumeClaimTemplate == nil {
+			continue
+		}
+		t := v.Ephemeral.VolumeClaimTemplate
+		out = append(out, &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Labels: t.Labels, Annotations: t.Annotations},
+			Spec:       t.Spec,
+		})
+	}
+	return out
+}
+
+// mayBeShared: a claim that asks for a volume several nodes, or only one
+// pod, may use is never shared; any other may be, depending on its class
+// and driver, which the controller checks before it pins.
+func mayBeShared(claim *corev1.PersistentVolumeClaim) bool {
+	for _, m := range claim.Spec.AccessModes {
+		if m == corev1.ReadWriteMany || m == corev1.ReadOnlyMany || m == corev1.ReadWriteOncePod {
+			return false
+		}
+	}
+	return true
+}
+
 // ClaimNames lists the claims a pod mounts: persistentVolumeClaim volumes
-// and the claims of generic ephemeral volumes (<pod>-<volume>).
+// and the claims of generic ephemeral volumes (<pod>-<volume>), which a
+// pod created with generateName has no name for until the API server
+// stores it: at admission, see ephemeralClaims.
 func ClaimNames(pod *corev1.Pod) []string {
 	var out []string
 	for _, v := range pod.Spec.Volumes {

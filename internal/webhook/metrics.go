@@ -12,4 +12,11 @@ var gatesTotal = prometheus.NewCounter(prometheus.CounterOpts{
 	Help: "Pods that the webhook gated with huddle.io/placement.",
 })
 
-func init() { metrics.Registry.MustRegister(gatesTotal) }
+// undecodedTotal counts reviews whose pod the webhook could not decode
+// and let through ungated.
+var undecodedTotal = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "huddle_webhook_undecodable_reviews_total",
+	Help: "AdmissionReviews whose pod the webhook could not decode; the pod was allowed without the gate.",
+})
+
+func init() { metrics.Registry.MustRegister(gatesTotal, undecodedTotal) }
