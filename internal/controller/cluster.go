@@ -23,6 +23,8 @@ type Cluster struct {
 	use   map[types.UID]podUse
 	// requested per node, kept apart so node updates do not lose it.
 	requested map[string]placement.Resources
+	// synced are the HasSynced of the informer handlers that feed it.
+	synced []func() bool
 }
 
 type podUse struct {
@@ -136,6 +138,29 @@ func (c *Cluster) add(node string, r placement.Resources) {
 	if n, ok := c.nodes[node]; ok {
 		n.Requested = total
 	}
+}
+
+// TrackSync adds the HasSynced of an informer handler registration that
+// feeds the tracker. Call it before the informers start.
+func (c *Cluster) TrackSync(synced func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.synced = append(c.synced, synced)
+}
+
+// HasSynced reports whether every tracked handler has been given every
+// object its informer listed at start: only then are nodes and their usage
+// complete. An informer's own HasSynced comes earlier, when its store is
+// filled but its handlers may not have run.
+func (c *Cluster) HasSynced() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, s := range c.synced {
+		if !s() {
+			return false
+		}
+	}
+	return true
 }
 
 // View runs f with the tracker read-locked, as placement.Nodes.

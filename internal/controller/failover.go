@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -46,6 +47,7 @@ const (
 type Fencer struct {
 	Client   client.Client
 	Recorder record.EventRecorder
+	Clock    clock.Clock
 }
 
 // Reconcile fences or unfences one node.
@@ -78,9 +80,9 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		n := node.DeepCopy()
 		if !hasTaint(n, corev1.TaintNodeOutOfService) {
 			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeOutOfService, Value: outOfServiceValue,
-				Effect: corev1.TaintEffectNoExecute, TimeAdded: &metav1.Time{Time: time.Now()}})
+				Effect: corev1.TaintEffectNoExecute, TimeAdded: &metav1.Time{Time: r.Clock.Now()}})
 		}
-		metav1.SetMetaDataAnnotation(&n.ObjectMeta, AnnotationFenced, time.Now().UTC().Format(time.RFC3339))
+		metav1.SetMetaDataAnnotation(&n.ObjectMeta, AnnotationFenced, r.Clock.Now().UTC().Format(time.RFC3339))
 		if err := r.Client.Update(ctx, n); err != nil {
 			return ctrl.Result{}, ignoreConflict(err)
 		}

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
@@ -57,6 +58,8 @@ type Gatherer struct {
 	Reader  client.Reader
 	Scope   scope.Scope
 	Cluster *Cluster
+	// Clock is the controllers' one clock (FakeClock in tests).
+	Clock clock.Clock
 }
 
 // ClaimFacts is a claim as gathered: placement's view plus the objects.
@@ -106,7 +109,7 @@ func (g *Gatherer) Claim(ctx context.Context, namespace, name string) (*ClaimFac
 	if err := g.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, hud); err == nil {
 		f.Huddle = hud
 		f.Headroom = placement.FromList(hud.Spec.Headroom.List())
-		f.Placing = placingOf(hud, time.Now())
+		f.Placing = placingOf(hud, g.Clock.Now())
 		if mv := hud.Status.LastMove; mv != nil && mv.Finished == nil {
 			f.MoveTarget = mv.To
 		}

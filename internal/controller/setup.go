@@ -7,12 +7,14 @@ package controller
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
@@ -57,6 +59,8 @@ type Options struct {
 	Failover bool
 	// MaxMovesPerHour caps each huddle's moves.
 	MaxMovesPerHour int
+	// Clock is the one clock of every controller (nil: the real one).
+	Clock clock.Clock
 }
 
 // Per-huddle eviction limits: a burst for a split huddle, then one every
@@ -107,6 +111,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}); err != nil {
 		return err
 	}
+	clk := o.Clock
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
 	cluster := NewCluster()
 	for obj, h := range map[client.Object]toolscache.ResourceEventHandler{
 		&corev1.Pod{}:  cluster.PodHandler(),
@@ -116,15 +124,17 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		if err != nil {
 			return err
 		}
-		if _, err := inf.AddEventHandler(h); err != nil {
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
 			return err
 		}
+		cluster.TrackSync(reg.HasSynced)
 	}
-	g := &Gatherer{Reader: mgr.GetClient(), Scope: o.Scope, Cluster: cluster}
+	g := &Gatherer{Reader: mgr.GetClient(), Scope: o.Scope, Cluster: cluster, Clock: clk}
 	workers := max(o.Workers, 1)
 	m := &mapper{reader: mgr.GetClient()}
 
-	placer := &Placer{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clock.RealClock{},
+	placer := &Placer{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk,
 		MissingClaimGrace: o.MissingClaimGrace, MaxCandidates: o.MaxCandidates}
 	err := ctrl.NewControllerManagedBy(mgr).Named("placement").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.gatedPeers)).
@@ -133,7 +143,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&huddlev1.Huddle{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.heldForNode), builder.WithPredicates(nodeSchedulingChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(placer)
+		Complete(afterSync{cluster: cluster, next: placer})
 	if err != nil {
 		return err
 	}
@@ -148,12 +158,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.claimOfAttachment)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.huddlesAt), builder.WithPredicates(nodeSchedulingChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(keeper)
+		Complete(afterSync{cluster: cluster, next: keeper})
 	if err != nil {
 		return err
 	}
 	if o.Failover {
-		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle")}
+		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk}
 		err = ctrl.NewControllerManagedBy(mgr).Named("failover").
 			For(&corev1.Node{}, builder.WithPredicates(nodeHealthChanged)).
 			Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(nodeOfAttachment)).
@@ -162,14 +172,34 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			return err
 		}
 	}
-	status := &Status{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), MaxCandidates: o.MaxCandidates}
+	status := &Status{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), MaxCandidates: o.MaxCandidates, Clock: clk}
 	return ctrl.NewControllerManagedBy(mgr).Named("huddle-status").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.claimsOfPod)).
 		Watches(&corev1.PersistentVolumeClaim{}, &handler.EnqueueRequestForObject{}).
 		Watches(&huddlev1.Huddle{}, &handler.EnqueueRequestForObject{}).
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.claimOfAttachment)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(status)
+		Complete(afterSync{cluster: cluster, next: status})
+}
+
+// syncPoll is how often a reconcile that came before the node tracker
+// synced is retried.
+const syncPoll = 100 * time.Millisecond
+
+// afterSync holds a controller's reconciles until the node tracker has seen
+// every node and pod the informers listed at start: a decision made before
+// would see nodes missing or empty (a full home as free, no home at all).
+type afterSync struct {
+	cluster *Cluster
+	next    reconcile.Reconciler
+}
+
+// Reconcile passes the request on once the tracker has synced.
+func (a afterSync) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if !a.cluster.HasSynced() {
+		return reconcile.Result{RequeueAfter: syncPoll}, nil
+	}
+	return a.next.Reconcile(ctx, req)
 }
 
 // mapper maps watched objects to the requests of the two controllers.
@@ -301,8 +331,10 @@ var nodeSchedulingChanged = predicate.Funcs{
 		if !ok1 || !ok2 {
 			return true
 		}
+		// Compare values, not counts: a swapped label or taint value
+		// (same count) changes which pods the node admits.
 		return nodeReady(o) != nodeReady(n) || o.Spec.Unschedulable != n.Spec.Unschedulable ||
-			len(o.Spec.Taints) != len(n.Spec.Taints) || len(o.Labels) != len(n.Labels) ||
-			!o.Status.Allocatable.Cpu().Equal(*n.Status.Allocatable.Cpu())
+			!equality.Semantic.DeepEqual(o.Spec.Taints, n.Spec.Taints) || !maps.Equal(o.Labels, n.Labels) ||
+			!equality.Semantic.DeepEqual(o.Status.Allocatable, n.Status.Allocatable)
 	},
 }

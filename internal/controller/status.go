@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -33,6 +34,8 @@ type Status struct {
 	Gatherer      *Gatherer
 	Recorder      record.EventRecorder
 	MaxCandidates int
+	// Clock is the controllers' one clock (FakeClock in tests).
+	Clock clock.Clock
 
 	mu     sync.Mutex
 	phases map[string]huddlev1.Phase // claim key -> phase, for the gauge
@@ -112,7 +115,7 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	if mv := want.LastMove; mv != nil && mv.Finished == nil {
 		want.Phase = huddlev1.PhaseMoving
 	}
-	setConditions(want, f.Key, a, atHome)
+	setConditions(want, f.Key, a, atHome, r.Clock.Now())
 
 	if equality.Semantic.DeepEqual(&hud.Status, want) {
 		r.setPhase(f.Key, want.Phase)
@@ -122,7 +125,7 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	old := hud.Status
-	observeRecovery(&old, want)
+	observeRecovery(&old, want, r.Clock.Now())
 	hud = hud.DeepCopy()
 	hud.Status = *want
 	if err := r.Client.Status().Update(ctx, hud); err != nil {
@@ -156,8 +159,11 @@ func phase(a placement.Assessment, homeReady bool, atHome, members int32) huddle
 	return huddlev1.PhasePending
 }
 
-func setConditions(s *huddlev1.HuddleStatus, key string, a placement.Assessment, atHome int32) {
-	c := metav1.Condition{Type: huddlev1.ConditionHuddled, ObservedGeneration: s.ObservedGeneration}
+// setConditions sets the Huddle's conditions; a condition whose status
+// changes takes now as its transition time.
+func setConditions(s *huddlev1.HuddleStatus, key string, a placement.Assessment, atHome int32, now time.Time) {
+	at := metav1.NewTime(now)
+	c := metav1.Condition{Type: huddlev1.ConditionHuddled, ObservedGeneration: s.ObservedGeneration, LastTransitionTime: at}
 	switch {
 	case s.MemberCount == 0:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "NoMembers", fmt.Sprintf("No pod mounts claim %s.", key)
@@ -171,7 +177,7 @@ func setConditions(s *huddlev1.HuddleStatus, key string, a placement.Assessment,
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "MembersPending", fmt.Sprintf("%d of %d pods that mount claim %s are not running on %s yet; see status.members for why.", s.MemberCount-atHome, s.MemberCount, key, s.Home)
 	}
 	meta.SetStatusCondition(&s.Conditions, c)
-	fits := metav1.Condition{Type: huddlev1.ConditionFits, Status: metav1.ConditionTrue, Reason: "Fits", ObservedGeneration: s.ObservedGeneration,
+	fits := metav1.Condition{Type: huddlev1.ConditionFits, Status: metav1.ConditionTrue, Reason: "Fits", ObservedGeneration: s.ObservedGeneration, LastTransitionTime: at,
 		Message: fmt.Sprintf("The whole huddle (%s) fits on %s.", formatList(s.Demand), orNoHome(s.Home))}
 	if !a.Fits {
 		fits.Status, fits.Reason = metav1.ConditionFalse, "InsufficientResources"
@@ -182,7 +188,7 @@ func setConditions(s *huddlev1.HuddleStatus, key string, a placement.Assessment,
 	}
 	meta.SetStatusCondition(&s.Conditions, fits)
 	moving := metav1.Condition{Type: huddlev1.ConditionMoving, Status: metav1.ConditionFalse, Reason: "NotMoving",
-		Message: "The huddle is not moving.", ObservedGeneration: s.ObservedGeneration}
+		Message: "The huddle is not moving.", ObservedGeneration: s.ObservedGeneration, LastTransitionTime: at}
 	if mv := s.LastMove; mv != nil {
 		switch {
 		case mv.Finished == nil:
@@ -327,7 +333,7 @@ func (r *Status) spacing(key string) time.Duration {
 	if r.written == nil {
 		r.written = map[string]time.Time{}
 	}
-	now := time.Now()
+	now := r.Clock.Now()
 	if wait := r.written[key].Add(statusSpacing).Sub(now); wait > 0 {
 		return wait
 	}
@@ -339,12 +345,12 @@ func (r *Status) spacing(key string) time.Duration {
 // it was disrupted: since its Huddled condition last turned False (the
 // condition's transition time lives in the cluster, so a restart between
 // the two does not lose it).
-func observeRecovery(old, want *huddlev1.HuddleStatus) {
+func observeRecovery(old, want *huddlev1.HuddleStatus, at time.Time) {
 	was := meta.FindStatusCondition(old.Conditions, huddlev1.ConditionHuddled)
 	now := meta.FindStatusCondition(want.Conditions, huddlev1.ConditionHuddled)
 	if was == nil || now == nil || was.Status != metav1.ConditionFalse || now.Status != metav1.ConditionTrue ||
 		was.Reason == "Placing" || want.MemberCount == 0 {
 		return
 	}
-	recovery.Observe(time.Since(was.LastTransitionTime.Time).Seconds())
+	recovery.Observe(at.Sub(was.LastTransitionTime.Time).Seconds())
 }
