@@ -50,7 +50,9 @@ func huddleClusterGrants(failover, manageCerts bool) []string {
 	g = append(g, expand("/pods/eviction", "create")...)
 	g = append(g, expand("/nodes", "get,list,watch")...)
 	if failover {
-		g = append(g, "/nodes update")
+		// The out-of-service taint, and the force deletion of a fenced
+		// node's terminating pods.
+		g = append(g, "/nodes update", "/pods delete")
 	}
 	g = append(g, expand("/persistentvolumeclaims /persistentvolumes /namespaces", "get,list,watch")...)
 	g = append(g, expand("storage.k8s.io/volumeattachments storage.k8s.io/csidrivers storage.k8s.io/storageclasses", "get,list,watch")...)
@@ -126,6 +128,9 @@ func TestRBACPrinciples(t *testing.T) {
 					}
 					if res == "nodes" && !failover && slices.ContainsFunc(r.Verbs, isWrite) {
 						t.Errorf("ClusterRole %s writes nodes %v without failover", cr.Name, r.Verbs)
+					}
+					if res == "pods" && !failover && slices.Contains(r.Verbs, "delete") {
+						t.Errorf("ClusterRole %s deletes pods without failover", cr.Name)
 					}
 					if res == "mutatingwebhookconfigurations" && slices.ContainsFunc(r.Verbs, isWrite) && len(r.ResourceNames) == 0 {
 						t.Errorf("ClusterRole %s writes every webhook configuration (%v): narrow it with resourceNames", cr.Name, r.Verbs)

@@ -9,8 +9,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +25,7 @@ import (
 )
 
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=delete
 
 // Taints and annotations of failover.
 const (
@@ -43,7 +46,14 @@ const (
 // and the attach/detach controller detaches their volumes at once instead
 // of waiting for its 6-minute force detach. A node that is only
 // unreachable is never fenced: it may still be writing to the disk. The
-// taint is removed when the node is Ready again.
+// taint is removed when the node is Ready again, and only if huddle added
+// it: an out-of-service taint someone else set is theirs to remove.
+//
+// On a fenced node the Fencer also deletes the terminating pods itself,
+// with no grace period: their kubelet is gone and will never confirm, and
+// the out-of-service taint is what authorises the force deletion (the pod
+// garbage collector does the same, but only every 20 seconds). Their
+// volumes detach as soon as they are gone.
 type Fencer struct {
 	Client   client.Client
 	Recorder record.EventRecorder
@@ -60,6 +70,9 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	ready, shutdown := nodeReady(node), hasTaint(node, TaintShutdown)
 	_, fenced := node.Annotations[AnnotationFenced]
 	switch {
+	case !ready && shutdown && hasTaint(node, corev1.TaintNodeOutOfService):
+		// Fenced, by huddle or by someone else: nothing to add.
+		return ctrl.Result{}, r.deleteTerminating(ctx, node)
 	case fenced && ready:
 		n := node.DeepCopy()
 		n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool {
@@ -77,11 +90,11 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		if err != nil || len(huddles) == 0 {
 			return ctrl.Result{}, err
 		}
+		// The out-of-service taint is absent (the case above): huddle adds
+		// it, and records that it did.
 		n := node.DeepCopy()
-		if !hasTaint(n, corev1.TaintNodeOutOfService) {
-			n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeOutOfService, Value: outOfServiceValue,
-				Effect: corev1.TaintEffectNoExecute, TimeAdded: &metav1.Time{Time: r.Clock.Now()}})
-		}
+		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeOutOfService, Value: outOfServiceValue,
+			Effect: corev1.TaintEffectNoExecute, TimeAdded: &metav1.Time{Time: r.Clock.Now()}})
 		metav1.SetMetaDataAnnotation(&n.ObjectMeta, AnnotationFenced, r.Clock.Now().UTC().Format(time.RFC3339))
 		if err := r.Client.Update(ctx, n); err != nil {
 			return ctrl.Result{}, ignoreConflict(err)
@@ -95,6 +108,53 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		logger.Info("Fenced node", "node", node.Name, "huddles", len(huddles))
 	}
 	return ctrl.Result{}, nil
+}
+
+// deleteTerminating force-deletes the terminating pods bound to a fenced
+// node. Pods that are not terminating are left to the taint eviction
+// controller, which honours their tolerations of the taint; the watch of
+// pods brings the node back when it marks them.
+func (r *Fencer) deleteTerminating(ctx context.Context, node *corev1.Node) error {
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.MatchingFields{indexPodNode: node.Name}); err != nil {
+		return err
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp == nil {
+			continue
+		}
+		err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0), client.Preconditions{UID: &p.UID})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			continue // gone already, or a new pod of the same name
+		}
+		if err != nil {
+			return err
+		}
+		fences.WithLabelValues("delete-pod").Inc()
+		log.FromContext(ctx).Info("Deleted a terminating pod of a fenced node", "pod", klog.KObj(p), "node", node.Name)
+	}
+	return nil
+}
+
+// indexPodNode indexes pods by the node they are bound to (failover only).
+const indexPodNode = "huddle.io/pod-node"
+
+// podNode is the indexPodNode index function.
+func podNode(o client.Object) []string {
+	if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName != "" {
+		return []string{p.Spec.NodeName}
+	}
+	return nil
+}
+
+// nodeOfTerminatingPod maps a terminating pod to its node, which may be
+// fenced and waiting for it.
+func nodeOfTerminatingPod(_ context.Context, o client.Object) []reconcile.Request {
+	if p, ok := o.(*corev1.Pod); ok && p.DeletionTimestamp != nil && p.Spec.NodeName != "" {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: p.Spec.NodeName}}}
+	}
+	return nil
 }
 
 // huddlesOn lists the Huddles whose volume is attached to node, or whose

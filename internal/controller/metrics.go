@@ -27,7 +27,7 @@ var (
 	}, []string{"result"})
 	fences = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "huddle_fences_total",
-		Help: "Out-of-service taints added to (fence) and removed from (unfence) shut-down home nodes.",
+		Help: "Out-of-service taints added to (fence) and removed from (unfence) shut-down home nodes, and terminating pods of fenced nodes deleted (delete-pod).",
 	}, []string{"action"})
 	moves = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "huddle_moves_total",

@@ -163,10 +163,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		return err
 	}
 	if o.Failover {
+		if err := idx.IndexField(ctx, &corev1.Pod{}, indexPodNode, podNode); err != nil {
+			return err
+		}
 		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk}
 		err = ctrl.NewControllerManagedBy(mgr).Named("failover").
 			For(&corev1.Node{}, builder.WithPredicates(nodeHealthChanged)).
 			Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(nodeOfAttachment)).
+			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(nodeOfTerminatingPod)).
 			Complete(fencer)
 		if err != nil {
 			return err
