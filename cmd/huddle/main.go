@@ -235,6 +235,23 @@ func run(c runConfig) error {
 	}); err != nil {
 		return err
 	}
+	// The API server must trust the certificate this replica serves, or
+	// every review fails and pods are created ungated. Checked only when
+	// huddle manages the certificate: otherwise it may not read the
+	// webhook configuration (cert-manager injects its bundle).
+	if c.manageCerts {
+		trusted := webhookTrusted(mgr.GetClient(), c.webhookName, c.dnsName, webhookAddr(c.webhookHost, c.webhookPort))
+		if err := mgr.AddReadyzCheck("webhook-certificate", func(req *http.Request) error {
+			select {
+			case <-webhookReady:
+				return trusted(req)
+			default:
+				return errors.New("webhook certificates not ready yet")
+			}
+		}); err != nil {
+			return err
+		}
+	}
 	// The webhook answers from the Namespace and claim caches: a replica
 	// is ready for reviews only once they have synced, or a review would
 	// wait on them until the API server's timeout and the pod be created

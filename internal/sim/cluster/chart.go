@@ -189,8 +189,10 @@ func (c *Cluster) HuddleLeader(ctx context.Context) (string, error) {
 
 // waitHuddleServing waits until every replica of the Deployment is
 // updated and Ready, the webhook's Service has a ready endpoint, the
-// webhook configuration has its CA bundle, and a running pod leads.
+// webhook configuration has its CA bundle, a running pod leads, and a new
+// pod is really created gated (waitGating).
 func (c *Cluster) waitHuddleServing(ctx context.Context) error {
+	replicas := int32(0)
 	err := waitFor(ctx, 2*time.Minute, "huddle to serve", func() error {
 		d, err := c.Client.AppsV1().Deployments(HuddleNamespace).Get(ctx, HuddleRelease, metav1.GetOptions{})
 		if err != nil {
@@ -215,7 +217,7 @@ func (c *Cluster) waitHuddleServing(ctx context.Context) error {
 				return fmt.Errorf("webhook %s has no CA bundle yet", w.Name)
 			}
 		}
-		if ptr.Deref(d.Spec.Replicas, 1) == 0 {
+		if replicas = ptr.Deref(d.Spec.Replicas, 1); replicas == 0 {
 			return nil
 		}
 		leader, err := c.HuddleLeader(ctx)
@@ -233,6 +235,9 @@ func (c *Cluster) waitHuddleServing(ctx context.Context) error {
 		}
 		return fmt.Errorf("the lease is held by %s, which is not running", leader)
 	})
+	if err == nil && replicas > 0 {
+		err = c.waitGating(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("%w\n%s", err, c.huddleDiagnostics(ctx))
 	}

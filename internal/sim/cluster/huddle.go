@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/huddle-io/huddle/config"
+	"github.com/huddle-io/huddle/internal/placement"
+	"github.com/huddle-io/huddle/internal/scope"
 	"github.com/huddle-io/huddle/internal/sim/binaries"
 	"github.com/huddle-io/huddle/internal/sim/controlplane"
 	"github.com/huddle-io/huddle/internal/sim/manifest"
@@ -167,6 +169,9 @@ func (c *Cluster) startLocalHuddle(ctx context.Context, extraArgs ...string) err
 		}
 		return nil
 	})
+	if err == nil {
+		err = c.waitGating(ctx)
+	}
 	var failed *controlplane.ComponentError
 	if err != nil && !errors.As(err, &failed) && ctx.Err() == nil {
 		err = &controlplane.ComponentError{Component: "huddle", Log: filepath.Join(c.Dir, "huddle.log"), Err: fmt.Errorf("is not ready: %w", err)}
@@ -206,6 +211,54 @@ func (c *Cluster) StopHuddle(kill bool) {
 		c.Huddle.Stop(10 * time.Second)
 	}
 	c.Huddle = nil
+}
+
+// ProbeNamespace is the namespace, opted in to huddle, where huddle-sim
+// checks that a new pod is really gated before it reports huddle ready.
+const ProbeNamespace = "huddle-sim-probe"
+
+// gatedInARow is how many probe pods in a row must come back gated: the
+// Service balances reviews over huddle's replicas.
+const gatedInARow = 3
+
+// waitGating waits until a pod created in an opted-in namespace comes back
+// from the API server with huddle's scheduling gate. Huddle's readiness,
+// its Service's endpoints and the CA bundle in the webhook configuration
+// are what huddle-sim checks first, but each is seen through its own
+// watch: the API server's view of the webhook configuration and of the
+// Service's endpoints lags them, and with failurePolicy: Ignore a pod
+// created meanwhile is silently ungated (scheduled anywhere, then evicted
+// by repair). The probe pods are created with dry run: the API server runs
+// admission, webhooks included, and stores nothing.
+func (c *Cluster) waitGating(ctx context.Context) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ProbeNamespace, Labels: map[string]string{scope.LabelEnabled: "true"}}}
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	probe := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "gate-probe-", Namespace: ProbeNamespace},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "probe", Image: "registry.k8s.io/pause:3.10"}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "gate-probe"}}}},
+		},
+	}
+	gated := 0
+	return waitFor(ctx, time.Minute, "a new pod to be created gated", func() error {
+		got, err := c.Client.CoreV1().Pods(ProbeNamespace).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			gated = 0
+			return err
+		}
+		if !placement.HasGate(got) {
+			gated = 0
+			return fmt.Errorf("a probe pod in namespace %s was created without the gate %s: the API server does not call huddle's webhook yet, or cannot reach it", ProbeNamespace, placement.Gate)
+		}
+		if gated++; gated < gatedInARow {
+			return fmt.Errorf("%d of %d probe pods in a row gated", gated, gatedInARow)
+		}
+		return nil
+	})
 }
 
 func waitFor(ctx context.Context, timeout time.Duration, what string, f func() error) error {
