@@ -77,7 +77,7 @@ func TestUnpinnedRoundTrip(t *testing.T) {
 		return corev1.NodeSelectorRequirement{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{v}}
 	}
 	users := map[string]*corev1.NodeSelector{
-		"none": nil,
+		"none":                     nil,
 		"one term, one expression": {NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{expr(corev1.LabelTopologyZone, "a")}}}},
 		"several terms": {NodeSelectorTerms: []corev1.NodeSelectorTerm{
 			{MatchExpressions: []corev1.NodeSelectorRequirement{expr(corev1.LabelTopologyZone, "a"), expr("pool", "gpu")}},
