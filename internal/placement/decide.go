@@ -76,6 +76,7 @@ const (
 // Decide places one gated pod.
 func Decide(in *Input) Decision {
 	var shared []*Claim
+	missing := ""
 	for i := range in.Claims {
 		c := &in.Claims[i]
 		if c.Missing {
@@ -83,12 +84,21 @@ func Decide(in *Input) Decision {
 				return Decision{Action: Hold, Claim: c.Key, Reason: ReasonWaitClaim,
 					Message: fmt.Sprintf("claim %s does not exist yet; waiting up to %s for it", c.Key, in.MissingClaimGrace)}
 			}
-			return Decision{Action: Release, Claim: c.Key, Reason: ReasonClaimMissing, Fits: true,
-				Message: fmt.Sprintf("claim %s still does not exist after %s; released to the scheduler, which will report it", c.Key, in.MissingClaimGrace)}
+			// Past the grace the pod is placed by its other claims: the
+			// scheduler reports the missing one, and a pin to the home of
+			// another claim still keeps that huddle together.
+			if missing == "" {
+				missing = c.Key
+			}
+			continue
 		}
 		if c.Shared {
 			shared = append(shared, c)
 		}
+	}
+	if len(shared) == 0 && missing != "" {
+		return Decision{Action: Release, Claim: missing, Reason: ReasonClaimMissing, Fits: true,
+			Message: fmt.Sprintf("claim %s still does not exist after %s; released to the scheduler, which will report it", missing, in.MissingClaimGrace)}
 	}
 	if len(shared) == 0 {
 		why := "the pod mounts no claim"
@@ -97,6 +107,15 @@ func Decide(in *Input) Decision {
 		}
 		return Decision{Action: Release, Reason: ReasonNotShared, Message: "no shared claim (" + why + ")", Fits: true}
 	}
+	d := decideShared(in, shared)
+	if missing != "" && d.Action != Hold {
+		d.Message += fmt.Sprintf("; claim %s still does not exist after %s, which the scheduler will report", missing, in.MissingClaimGrace)
+	}
+	return d
+}
+
+// decideShared places a pod by its shared claims.
+func decideShared(in *Input, shared []*Claim) Decision {
 
 	// A huddle that is moving goes to its target, wherever its members
 	// still are.
