@@ -68,8 +68,77 @@ type ClaimFacts struct {
 	Pods   []*corev1.Pod
 }
 
-// Claim gathers one claim and its members.
+// Claim gathers one claim and its members, with the homes of the other
+// shared claims its members mount.
 func (g *Gatherer) Claim(ctx context.Context, namespace, name string) (*ClaimFacts, error) {
+	f, err := g.claim(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.others(ctx, []*ClaimFacts{f}); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// others fills in each member's Others: where the other shared claims it
+// mounts live, or which of their members is on its way to set that. Each
+// other claim is gathered once however many members mount it, and the
+// claims in facts are not gathered again; a pod that mounts one claim, the
+// common case, costs nothing here.
+func (g *Gatherer) others(ctx context.Context, facts []*ClaimFacts) error {
+	gathered := map[string]*placement.Claim{}
+	for _, f := range facts {
+		gathered[f.Key] = &f.Claim
+	}
+	known := map[string]*placement.OtherClaim{}
+	for _, f := range facts {
+		for i, p := range f.Pods {
+			for _, name := range webhook.ClaimNames(p) {
+				key := p.Namespace + "/" + name
+				if key == f.Key {
+					continue
+				}
+				o, ok := known[key]
+				if !ok {
+					c := gathered[key]
+					if c == nil {
+						other, err := g.claim(ctx, p.Namespace, name)
+						if err != nil {
+							return fmt.Errorf("gather claim %s: %w", key, err)
+						}
+						c = &other.Claim
+					}
+					o = g.summary(c)
+					known[key] = o
+				}
+				if o != nil {
+					f.Members[i].Others = append(f.Members[i].Others, *o)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// summary is a claim as another claim's placement sees it, nil if it is
+// missing or not shared.
+func (g *Gatherer) summary(c *placement.Claim) *placement.OtherClaim {
+	if c.Missing || !c.Shared {
+		return nil
+	}
+	o := &placement.OtherClaim{Key: c.Key, Home: c.MoveTarget}
+	if o.Home == "" && g.Cluster != nil {
+		g.Cluster.View(func(nodes placement.Nodes) { o.Home, _ = placement.Home(c, nodes) })
+	}
+	if o.Home == "" {
+		o.FirstMember = placement.FirstInFlight(c, "")
+	}
+	return o
+}
+
+// claim gathers one claim and its members.
+func (g *Gatherer) claim(ctx context.Context, namespace, name string) (*ClaimFacts, error) {
 	key := namespace + "/" + name
 	f := &ClaimFacts{Claim: placement.Claim{Key: key, Owners: map[string]placement.Owner{}}}
 	claim := &corev1.PersistentVolumeClaim{}
@@ -310,11 +379,16 @@ func (g *Gatherer) Input(ctx context.Context, pod *corev1.Pod) (*placement.Input
 	in := &placement.Input{}
 	var facts []*ClaimFacts
 	for _, name := range webhook.ClaimNames(pod) {
-		f, err := g.Claim(ctx, pod.Namespace, name)
+		f, err := g.claim(ctx, pod.Namespace, name)
 		if err != nil {
 			return nil, nil, fmt.Errorf("gather claim %s/%s: %w", pod.Namespace, name, err)
 		}
 		facts = append(facts, f)
+	}
+	if err := g.others(ctx, facts); err != nil {
+		return nil, nil, err
+	}
+	for _, f := range facts {
 		in.Claims = append(in.Claims, f.Claim)
 	}
 	in.Pod = g.member(ctx, pod, map[string]placement.Owner{}, map[types.UID]string{})

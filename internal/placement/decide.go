@@ -145,6 +145,17 @@ func decideShared(in *Input, shared []*Claim) Decision {
 		home, homeClaim, homeHow = h, c.Key, how
 	}
 	if home != "" {
+		// A claim with no home whose first member is on its way to a node
+		// will live wherever that member lands, which need not be home:
+		// wait for it, then the homes agree or conflict.
+		for _, c := range shared {
+			if h, _ := Home(c, in.Nodes); h != "" {
+				continue
+			}
+			if first := FirstInFlight(c, in.Pod.Name); first != "" {
+				return following(c.Key, first)
+			}
+		}
 		if why := unavailable(in.Nodes.Get(home)); why != "" {
 			// A pin is final once the gate is gone: pinned to a cordoned or
 			// dead home the pod could never run. Keep it gated; once the
@@ -165,21 +176,51 @@ func decideShared(in *Input, shared []*Claim) Decision {
 
 	// No home: one member at a time; the first placed sets the home.
 	for _, c := range shared {
-		if c.Placing != "" && c.Placing != in.Pod.Name && c.placingInFlight() {
-			return following(c.Key, c.Placing)
+		if first := FirstInFlight(c, in.Pod.Name); first != "" {
+			return following(c.Key, first)
 		}
+	}
+	// Members that also mount a claim whose first member is on its way
+	// restrict this huddle to wherever it lands: wait for it.
+	mine := map[string]bool{}
+	for _, c := range shared {
+		mine[c.Key] = true
+	}
+	for _, c := range shared {
 		for i := range c.Members {
 			m := &c.Members[i]
-			if m.Name == in.Pod.Name || !m.live() || m.Node != "" || m.Gated {
+			if !m.live() {
 				continue
 			}
-			return following(c.Key, m.Name)
+			for _, o := range m.Others {
+				if !mine[o.Key] && o.Home == "" && o.FirstMember != "" && o.FirstMember != in.Pod.Name {
+					return following(o.Key, o.FirstMember)
+				}
+			}
 		}
 	}
 	if first := oldestGated(shared); first != in.Pod.Name {
 		return following(shared[0].Key, first)
 	}
 	return candidates(in, shared)
+}
+
+// FirstInFlight names the member of a claim with no home that was released
+// first and may yet set the home: the member recorded as placing (see
+// Claim.Placing), or any live member released and not yet bound. except
+// (the pod being decided) is never its own first member. "" if none.
+func FirstInFlight(c *Claim, except string) string {
+	if c.Placing != "" && c.Placing != except && c.placingInFlight() {
+		return c.Placing
+	}
+	for i := range c.Members {
+		m := &c.Members[i]
+		if m.Name == except || !m.live() || m.Terminating || m.Node != "" || m.Gated {
+			continue
+		}
+		return m.Name
+	}
+	return ""
 }
 
 // following holds a member of a huddle with no home behind the member
@@ -374,8 +415,8 @@ func candidates(in *Input, claims []*Claim) Decision {
 	}
 	if eligible == 0 {
 		return Decision{Action: Hold, Claim: key, Reason: ReasonNoCandidates, Fits: false, WaitsOn: WaitsOnAnyNode,
-			Shortfall: "no Ready, schedulable node satisfies every member's node selector, affinity and tolerations and the volume's zone",
-			Message:   fmt.Sprintf("claim %s: no node can take every member (selectors, tolerations, volume zone); waiting for one", key)}
+			Shortfall: "no Ready, schedulable node satisfies every member's node selector, affinity and tolerations, the volume's zone and the homes of the members' other claims",
+			Message:   fmt.Sprintf("claim %s: no node can take every member (selectors, tolerations, volume zone, homes of their other claims); waiting for one", key)}
 	}
 	sort.Strings(best)
 	return Decision{Action: PinCandidates, Nodes: best, Claim: key, Reason: ReasonNoFit, Fits: false,
@@ -419,21 +460,41 @@ type eligibility struct {
 	selectors   []labels.Selector
 	affinities  []*nodeaffinity.LazyErrorNodeSelector
 	tolerations [][]corev1.Toleration
+	// only is the one node members' other claims live on ("" for any);
+	// nowhere: they live on different nodes.
+	only    string
+	nowhere bool
 }
 
 func newEligibility(claims []*Claim) *eligibility {
 	e := &eligibility{}
 	seen := map[string]bool{}
+	mine := map[string]bool{}
+	for _, c := range claims {
+		mine[c.Key] = true
+	}
 	for _, c := range claims {
 		if c.VolumeAffinity != nil {
 			e.affinities = append(e.affinities, nodeaffinity.NewLazyErrorNodeSelector(c.VolumeAffinity))
 		}
 		for i := range c.Members {
 			m := &c.Members[i]
-			if !m.live() || m.Constraints == nil || seen[m.Name] {
+			if !m.live() || seen[m.Name] {
 				continue
 			}
 			seen[m.Name] = true
+			for _, o := range m.Others {
+				switch {
+				case mine[o.Key] || o.Home == "" || o.Home == e.only:
+				case e.only == "":
+					e.only = o.Home
+				default:
+					e.nowhere = true
+				}
+			}
+			if m.Constraints == nil {
+				continue
+			}
 			k := m.Constraints
 			if len(k.NodeSelector) > 0 {
 				e.selectors = append(e.selectors, labels.SelectorFromSet(k.NodeSelector))
@@ -448,7 +509,7 @@ func newEligibility(claims []*Claim) *eligibility {
 }
 
 func (e *eligibility) allows(n *Node) bool {
-	if !n.Ready || n.Cordoned {
+	if !n.Ready || n.Cordoned || e.nowhere || (e.only != "" && n.Name != e.only) {
 		return false
 	}
 	set := labels.Set(n.Labels)

@@ -3,6 +3,7 @@ package placement
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMissingSecondClaim: past the grace, a claim that still does not exist
@@ -38,6 +39,93 @@ func TestMissingSecondClaim(t *testing.T) {
 			}
 			if d.Action == PinHome && !strings.Contains(d.Message, "ns/gone still does not exist") {
 				t.Errorf("message %q does not mention the missing claim", d.Message)
+			}
+		})
+	}
+}
+
+func (m Member) alsoMounts(key, home, first string) Member {
+	m.Others = append(m.Others, OtherClaim{Key: key, Home: home, FirstMember: first})
+	return m
+}
+
+// released is a member released to the scheduler and not bound yet.
+func released(name string) Member {
+	return Member{Name: name, Pinned: true, Created: t0.Add(-time.Minute), Requests: cpu(500)}
+}
+
+// TestTwoClaimsTwoFirstMembers: a pod mounting claim A (home n1) and claim
+// B (no home) is not pinned to n1 while B's first member is on its way to
+// a node that may not be n1; and a new huddle's first member goes where
+// its members' other claims live.
+func TestTwoClaimsTwoFirstMembers(t *testing.T) {
+	p := gated("p", 1)
+	nodes := func() nodeList { return nodeList{node("n1"), node("n2"), node("n3")} }
+	a := func(extra ...Member) Claim { return claim("ns/a", append([]Member{p, bound("x", "n1")}, extra...)...) }
+	placingB := claim("ns/b", p, gated("q", 5))
+	placingB.Placing = "q" // recorded, our cache still shows q gated
+	for _, tc := range []struct {
+		name   string
+		in     *Input
+		action Action
+		nodes  string
+		reason string
+		inMsg  string
+	}{
+		{"B's first member released, unbound: wait for it",
+			input(p, nodes(), a(), claim("ns/b", p, released("q"))), Hold, "", ReasonFollowing, "member q is placed first"},
+		{"B's first member recorded as placing: wait for it",
+			input(p, nodes(), a(), placingB), Hold, "", ReasonFollowing, "member q is placed first"},
+		{"B's first member landed at A's home: pinned there",
+			input(p, nodes(), a(), claim("ns/b", p, bound("q", "n1"))), PinHome, "n1", ReasonHome, ""},
+		{"B's first member landed elsewhere: conflict, never a pin",
+			input(p, nodes(), a(), claim("ns/b", p, bound("q", "n2"))), Hold, "", ReasonHomeConflict, "ns/a lives on n1 but claim ns/b lives on n2"},
+		{"B has no member in flight: p sets B's home at A's",
+			input(p, nodes(), a(), claim("ns/b", p, gated("older", 9))), PinHome, "n1", ReasonHome, ""},
+		{"B's released member is terminating: it sets no home",
+			input(p, nodes(), a(), claim("ns/b", p, released("q").terminating())), PinHome, "n1", ReasonHome, ""},
+		{"fresh B: a member that also mounts A (home n3) restricts the candidates to n3",
+			input(p, nodes(), claim("ns/b", p, gated("r", 0).alsoMounts("ns/a", "n3", ""))), PinCandidates, "n3", ReasonCandidates, ""},
+		{"fresh B: members' other claims live on two nodes: no candidate",
+			input(p, nodes(), claim("ns/b", p, gated("r", 0).alsoMounts("ns/a", "n3", ""), gated("s", 0).alsoMounts("ns/c", "n2", ""))),
+			Hold, "", ReasonNoCandidates, "homes of their other claims"},
+		{"fresh B: a member's other claim has a first member in flight: wait for it",
+			input(p, nodes(), claim("ns/b", p, gated("r", 0).alsoMounts("ns/a", "", "a-0"))), Hold, "", ReasonFollowing, "member a-0 is placed first"},
+		{"fresh B: the other claim's first member is p itself: no wait",
+			input(p, nodeList{node("n1")}, claim("ns/b", p, gated("r", 0).alsoMounts("ns/a", "", "p"))), PinCandidates, "n1", ReasonCandidates, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(tc.in)
+			if d.Action != tc.action || strings.Join(d.Nodes, ",") != tc.nodes || d.Reason != tc.reason || !strings.Contains(d.Message, tc.inMsg) {
+				t.Fatalf("got %s %v %s (%s); want %s [%s] %s (%q)", d.Action, d.Nodes, d.Reason, d.Message, tc.action, tc.nodes, tc.reason, tc.inMsg)
+			}
+		})
+	}
+}
+
+// TestMoveTargetRespectsOtherClaims: a huddle moves only where its members'
+// other claims live.
+func TestMoveTargetRespectsOtherClaims(t *testing.T) {
+	c := func(extra ...Member) Claim {
+		c := claim("ns/data", append([]Member{bound("a", "n1").controlled().running(), stuck("d", "n1", 10*time.Minute)}, extra...)...)
+		return c
+	}
+	nodes := nodeList{node("n1").used(3800), node("n2"), node("n3")}
+	for _, tc := range []struct {
+		name   string
+		claim  Claim
+		action MoveAction
+		target string
+	}{
+		{"no other claims: first node that fits", c(), MoveStart, "n2"},
+		{"a member also mounts a claim living on n3", c(bound("b", "n1").controlled().alsoMounts("ns/logs", "n3", "")), MoveStart, "n3"},
+		{"a member also mounts a claim living at home: no move", c(bound("b", "n1").controlled().alsoMounts("ns/logs", "n1", "")), MoveNone, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := tc.claim
+			plan := PlanMove(MoveInput{Claim: &cl, Nodes: nodes, Now: t0, WhenStuck: true, After: 5 * time.Minute})
+			if plan.Action != tc.action || plan.Target != tc.target {
+				t.Fatalf("got %s %q (%s), want %s %q", plan.Action, plan.Target, plan.Message, tc.action, tc.target)
 			}
 		})
 	}

@@ -97,6 +97,24 @@ type Member struct {
 	// Constraints are the pod's node selector, required node affinity and
 	// tolerations; candidate nodes must satisfy every member's.
 	Constraints *Constraints
+	// Others are the other shared claims the pod mounts: a huddle placed
+	// fresh, or moved, must go where they live, or the member could never
+	// run with both.
+	Others []OtherClaim
+}
+
+// OtherClaim is another shared claim a member mounts, as far as the
+// placement of this claim's huddle cares.
+type OtherClaim struct {
+	// Key is namespace/name.
+	Key string
+	// Home is where that claim's huddle lives (or is moving to), "" if
+	// it has no home yet.
+	Home string
+	// FirstMember, when it has no home, names its member released first
+	// and not yet bound (see FirstInFlight): the home it will set is not
+	// known yet.
+	FirstMember string
 }
 
 // live: the member counts toward the huddle's home and demand.
