@@ -168,7 +168,7 @@ func (g *Gatherer) claim(ctx context.Context, namespace, name string) (*ClaimFac
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		f.Pods = append(f.Pods, p)
-		m := g.member(ctx, p, f.Owners, resolved)
+		m := g.member(ctx, p, name, f.Owners, resolved)
 		f.Members = append(f.Members, m)
 	}
 	hud := &huddlev1.Huddle{}
@@ -258,10 +258,10 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 	return nil
 }
 
-// member converts a pod, resolving its owner workload into owners.
-// resolved remembers, by controller UID, the owner key found for earlier
-// members (members of a huddle mostly share their owners).
-func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]placement.Owner, resolved map[types.UID]string) placement.Member {
+// member converts a pod that mounts claim, resolving its owner workload
+// into owners. resolved remembers, by controller UID, the owner key found
+// for earlier members (members of a huddle mostly share their owners).
+func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, claim string, owners map[string]placement.Owner, resolved map[types.UID]string) placement.Member {
 	m := placement.Member{
 		Name:        p.Name,
 		Created:     p.CreationTimestamp.Time,
@@ -292,13 +292,29 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]
 		m.Owner = key
 		return m
 	}
-	key, owner, ok := g.owner(ctx, p)
+	key, owner, template, ok := g.owner(ctx, p)
 	resolved[ref.UID] = key
 	if ok {
+		if !templateMounts(template, claim) {
+			// Each of its pods mounts a claim of its own (a StatefulSet's
+			// volumeClaimTemplates, a generic ephemeral volume): only the
+			// pods that mount this one count, not every replica.
+			owner.MaxPods = 0
+		}
 		m.Owner = key
 		owners[key] = owner
 	}
 	return m
+}
+
+// templateMounts: every pod made from template mounts claim by name.
+func templateMounts(t *corev1.PodTemplateSpec, claim string) bool {
+	for _, v := range t.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == claim {
+			return true
+		}
+	}
+	return false
 }
 
 // movable: the pod has a controller that would recreate it, pinned home,
@@ -309,41 +325,44 @@ func movable(p *corev1.Pod) bool {
 	return ref != nil && ref.Kind != "DaemonSet"
 }
 
-// owner finds the workload that creates the pod and how many pods it may
-// run at once.
-func (g *Gatherer) owner(ctx context.Context, p *corev1.Pod) (string, placement.Owner, bool) {
+// owner finds the workload that creates the pod, how many pods it may run
+// at once, and the template it makes them from.
+func (g *Gatherer) owner(ctx context.Context, p *corev1.Pod) (string, placement.Owner, *corev1.PodTemplateSpec, bool) {
 	ref := metav1.GetControllerOf(p)
 	if ref == nil {
-		return "", placement.Owner{}, false
+		return "", placement.Owner{}, nil, false
 	}
 	get := func(obj client.Object, name string) bool {
 		return g.Reader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: name}, obj) == nil
+	}
+	made := func(key string, maxPods int64, t *corev1.PodTemplateSpec) (string, placement.Owner, *corev1.PodTemplateSpec, bool) {
+		return key, placement.Owner{MaxPods: maxPods, PerPod: templateRequests(t)}, t, true
 	}
 	switch ref.Kind {
 	case "ReplicaSet":
 		rs := &appsv1.ReplicaSet{}
 		if !get(rs, ref.Name) {
-			return "", placement.Owner{}, false
+			return "", placement.Owner{}, nil, false
 		}
 		if dref := metav1.GetControllerOf(rs); dref != nil && dref.Kind == "Deployment" {
 			d := &appsv1.Deployment{}
 			if get(d, dref.Name) {
-				return "Deployment/" + d.Name, placement.Owner{MaxPods: deploymentMaxPods(d), PerPod: templateRequests(&d.Spec.Template)}, true
+				return made("Deployment/"+d.Name, deploymentMaxPods(d), &d.Spec.Template)
 			}
 		}
-		return "ReplicaSet/" + rs.Name, placement.Owner{MaxPods: int64(replicas(rs.Spec.Replicas)), PerPod: templateRequests(&rs.Spec.Template)}, true
+		return made("ReplicaSet/"+rs.Name, int64(replicas(rs.Spec.Replicas)), &rs.Spec.Template)
 	case "StatefulSet":
 		s := &appsv1.StatefulSet{}
 		if get(s, ref.Name) {
-			return "StatefulSet/" + s.Name, placement.Owner{MaxPods: int64(replicas(s.Spec.Replicas)), PerPod: templateRequests(&s.Spec.Template)}, true
+			return made("StatefulSet/"+s.Name, int64(replicas(s.Spec.Replicas)), &s.Spec.Template)
 		}
 	case "Job":
 		j := &batchv1.Job{}
 		if get(j, ref.Name) {
-			return "Job/" + j.Name, placement.Owner{MaxPods: int64(replicas(j.Spec.Parallelism)), PerPod: templateRequests(&j.Spec.Template)}, true
+			return made("Job/"+j.Name, int64(replicas(j.Spec.Parallelism)), &j.Spec.Template)
 		}
 	}
-	return "", placement.Owner{}, false
+	return "", placement.Owner{}, nil, false
 }
 
 // deploymentMaxPods is replicas plus maxSurge for RollingUpdate.
@@ -370,8 +389,27 @@ func replicas(r *int32) int32 {
 	return *r
 }
 
+// templateRequests are the requests of a pod made from t, with what the
+// API server fills in at creation that a template lacks: a container's
+// limits stand for its missing requests. LimitRange defaults and
+// RuntimeClass overhead are added by admission; placement.Demand takes
+// them from the real members' requests.
 func templateRequests(t *corev1.PodTemplateSpec) placement.Resources {
-	return Requests(&corev1.Pod{Spec: t.Spec})
+	pod := &corev1.Pod{Spec: *t.Spec.DeepCopy()}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			c := &cs[i]
+			for name, q := range c.Resources.Limits {
+				if _, ok := c.Resources.Requests[name]; !ok {
+					if c.Resources.Requests == nil {
+						c.Resources.Requests = corev1.ResourceList{}
+					}
+					c.Resources.Requests[name] = q
+				}
+			}
+		}
+	}
+	return Requests(pod)
 }
 
 // Input gathers everything Decide needs for a gated pod.
@@ -391,6 +429,6 @@ func (g *Gatherer) Input(ctx context.Context, pod *corev1.Pod) (*placement.Input
 	for _, f := range facts {
 		in.Claims = append(in.Claims, f.Claim)
 	}
-	in.Pod = g.member(ctx, pod, map[string]placement.Owner{}, map[types.UID]string{})
+	in.Pod = g.member(ctx, pod, "", map[string]placement.Owner{}, map[types.UID]string{})
 	return in, facts, nil
 }

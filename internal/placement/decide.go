@@ -299,7 +299,11 @@ func Home(c *Claim, nodes Nodes) (string, string) {
 // Demand is what the huddles of claims need on one node: each owner's
 // largest pod count times its pod's requests, the requests of members
 // without an owner, and the claims' headroom. A member of several claims
-// counts once.
+// counts once. An owner's pod count is what it may run at once if every
+// pod it makes mounts the claim (Owner.MaxPods), else its members; its
+// pod's requests are the largest of its template's and its members' (the
+// members carry what admission added: LimitRange defaults, RuntimeClass
+// overhead).
 func Demand(claims []*Claim) Resources {
 	var total Resources
 	seen := map[string]bool{}
@@ -319,10 +323,11 @@ func Demand(claims []*Claim) Resources {
 				continue
 			}
 			count[m.Owner]++
-			if o, ok := c.Owners[m.Owner]; ok {
-				perPod[m.Owner], maxPods[m.Owner] = o.PerPod, o.MaxPods
-			} else if _, ok := perPod[m.Owner]; !ok {
-				perPod[m.Owner] = m.Requests
+			perPod[m.Owner] = perPod[m.Owner].Max(m.Requests)
+		}
+		for key, o := range c.Owners {
+			if _, ok := count[key]; ok {
+				perPod[key], maxPods[key] = perPod[key].Max(o.PerPod), max(maxPods[key], o.MaxPods)
 			}
 		}
 	}

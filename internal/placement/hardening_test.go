@@ -130,3 +130,32 @@ func TestMoveTargetRespectsOtherClaims(t *testing.T) {
 		})
 	}
 }
+
+// TestDemandCountsPodsThatMountTheClaim: a claim of one pod of a
+// 50-replica StatefulSet (data-web-0) demands that pod, not 50; a claim
+// every replica mounts demands every replica; a member's admitted
+// requests (LimitRange defaults, overhead) count over its template's.
+func TestDemandCountsPodsThatMountTheClaim(t *testing.T) {
+	own := gated("web-0", 0).ownedBy("StatefulSet/web")
+	perClaim := claim("ns/data-web-0", own)
+	perClaim.Owners = map[string]Owner{"StatefulSet/web": {MaxPods: 0, PerPod: cpu(500)}}
+	if got, want := Demand([]*Claim{&perClaim}), cpu(500); got != want {
+		t.Errorf("per-pod claim: demand %+v, want one pod %+v", got, want)
+	}
+	shared := claim("ns/shared", own)
+	shared.Owners = map[string]Owner{"StatefulSet/web": {MaxPods: 50, PerPod: cpu(500)}}
+	if got, want := Demand([]*Claim{&shared}), cpu(500).Times(50); got != want {
+		t.Errorf("claim every replica mounts: demand %+v, want %+v", got, want)
+	}
+	// Both claims of one pod: the owner's largest count.
+	if got, want := Demand([]*Claim{&perClaim, &shared}), cpu(500).Times(50); got != want {
+		t.Errorf("both claims: demand %+v, want %+v", got, want)
+	}
+	// The template has no requests (a LimitRange fills them in): the
+	// member's admitted requests count.
+	admitted := claim("ns/data", gated("web-a", 0).ownedBy("Deployment/web").requests(700), gated("web-b", 0).ownedBy("Deployment/web").requests(700))
+	admitted.Owners = map[string]Owner{"Deployment/web": {MaxPods: 3, PerPod: Resources{Pods: 1}}}
+	if got, want := Demand([]*Claim{&admitted}), cpu(700).Times(3); got != want {
+		t.Errorf("template without admission defaults: demand %+v, want %+v", got, want)
+	}
+}

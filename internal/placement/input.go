@@ -45,6 +45,11 @@ func (r Resources) Times(n int64) Resources {
 	return Resources{r.MilliCPU * n, r.Memory * n, r.Pods * n}
 }
 
+// Max returns the larger of r and o in every resource.
+func (r Resources) Max(o Resources) Resources {
+	return Resources{max(r.MilliCPU, o.MilliCPU), max(r.Memory, o.Memory), max(r.Pods, o.Pods)}
+}
+
 // Covers reports whether r is at least o in every resource.
 func (r Resources) Covers(o Resources) bool {
 	return r.MilliCPU >= o.MilliCPU && r.Memory >= o.Memory && r.Pods >= o.Pods
@@ -130,11 +135,13 @@ type Constraints struct {
 
 // Owner is a workload that creates members.
 type Owner struct {
-	// MaxPods is how many pods it may run at once: Deployment replicas
-	// plus maxSurge (RollingUpdate), StatefulSet replicas, Job
-	// parallelism, ReplicaSet replicas.
+	// MaxPods is how many pods that mount the claim it may run at once:
+	// Deployment replicas plus maxSurge (RollingUpdate), StatefulSet
+	// replicas, Job parallelism, ReplicaSet replicas; 0 when its pods do
+	// not all mount the claim (a StatefulSet's volumeClaimTemplates, a
+	// generic ephemeral volume), so only its members count.
 	MaxPods int64
-	// PerPod is the requests of one of its pods.
+	// PerPod is the requests of one of its pods, from its template.
 	PerPod Resources
 }
 
