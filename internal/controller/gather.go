@@ -230,6 +230,9 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 		class := &storagev1.StorageClass{}
 		if err := g.Reader.Get(ctx, client.ObjectKey{Name: *cls}, class); err == nil {
 			v.Class, driverName = class, class.Provisioner
+			// Not bound yet (WaitForFirstConsumer): the volume will be
+			// made where the class allows, so the huddle must go there.
+			f.VolumeAffinity = allowedTopologies(class.AllowedTopologies)
 		}
 	}
 	if driverName != "" {
@@ -256,6 +259,26 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 		}
 	}
 	return nil
+}
+
+// allowedTopologies is a StorageClass's allowedTopologies as a node
+// selector (its terms ORed, each term's expressions ANDed), nil for none.
+func allowedTopologies(terms []corev1.TopologySelectorTerm) *corev1.NodeSelector {
+	if len(terms) == 0 {
+		return nil
+	}
+	out := &corev1.NodeSelector{}
+	for _, t := range terms {
+		if len(t.MatchLabelExpressions) == 0 {
+			return nil // an empty term allows every node
+		}
+		var term corev1.NodeSelectorTerm
+		for _, e := range t.MatchLabelExpressions {
+			term.MatchExpressions = append(term.MatchExpressions, corev1.NodeSelectorRequirement{Key: e.Key, Operator: corev1.NodeSelectorOpIn, Values: e.Values})
+		}
+		out.NodeSelectorTerms = append(out.NodeSelectorTerms, term)
+	}
+	return out
 }
 
 // member converts a pod that mounts claim, resolving its owner workload

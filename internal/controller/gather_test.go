@@ -192,3 +192,30 @@ func TestTemplateRequests(t *testing.T) {
 		t.Fatal("templateRequests changed the template")
 	}
 }
+
+// TestAllowedTopologies: a claim not bound yet goes where its
+// StorageClass's allowedTopologies let the volume be made; a first member
+// sent elsewhere could never bind.
+func TestAllowedTopologies(t *testing.T) {
+	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "gp3-b"}, Provisioner: "ebs.csi.aws.com",
+		VolumeBindingMode: ptr.To(storagev1.VolumeBindingWaitForFirstConsumer),
+		AllowedTopologies: []corev1.TopologySelectorTerm{{MatchLabelExpressions: []corev1.TopologySelectorLabelRequirement{{Key: corev1.LabelTopologyZone, Values: []string{"b"}}}}}}
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To("gp3-b")}}
+	pod := gatedPod(podOf("p", "", nil, "data"))
+	g := fakeGatherer(t, class, pvc, pod)
+	for name, zone := range map[string]string{"n1": "a", "n2": "b", "n3": "a"} {
+		g.Cluster.setNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelTopologyZone: zone}},
+			Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")},
+				Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}})
+	}
+	in, _, err := g.Input(context.Background(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d placement.Decision
+	g.Cluster.View(func(nodes placement.Nodes) { in.Nodes = nodes; d = placement.Decide(in) })
+	if d.Action != placement.PinCandidates || len(d.Nodes) != 1 || d.Nodes[0] != "n2" {
+		t.Fatalf("got %s %v (%s), want candidates [n2], the only node in zone b", d.Action, d.Nodes, d.Message)
+	}
+}
