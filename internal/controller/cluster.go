@@ -118,7 +118,7 @@ func (c *Cluster) setPod(o any, deleted bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if was, ok := c.use[p.UID]; ok {
-		if was == now {
+		if was.node == now.node && was.req.Equal(now.req) {
 			return
 		}
 		c.add(was.node, placement.Resources{}.Sub(was.req))

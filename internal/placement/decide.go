@@ -3,6 +3,7 @@ package placement
 import (
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
 	"strings"
 
@@ -432,7 +433,11 @@ func candidates(in *Input, claims []*Claim) Decision {
 // score is the share of the demand that fits, by the scarcest resource.
 func score(free, demand Resources) float64 {
 	s := 1.0
-	for _, p := range [][2]int64{{free.MilliCPU, demand.MilliCPU}, {free.Memory, demand.Memory}, {free.Pods, demand.Pods}} {
+	pairs := [][2]int64{{free.MilliCPU, demand.MilliCPU}, {free.Memory, demand.Memory}, {free.Pods, demand.Pods}}
+	for k, v := range demand.Scalar {
+		pairs = append(pairs, [2]int64{free.Scalar[k], v})
+	}
+	for _, p := range pairs {
 		if p[1] > 0 {
 			s = min(s, float64(max(p[0], 0))/float64(p[1]))
 		}
@@ -451,12 +456,33 @@ func shortfall(node string, free, demand Resources) string {
 	if d := demand.Pods - free.Pods; d > 0 {
 		parts = append(parts, fmt.Sprintf("%d pod slots", d))
 	}
+	for _, k := range scalarNames(demand) {
+		if d := demand.Scalar[k] - free.Scalar[k]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s", resource.NewQuantity(d, resource.DecimalSI), k))
+		}
+	}
 	return fmt.Sprintf("node %s lacks %s for the whole huddle (%s)", node, strings.Join(parts, " and "), format(demand))
 }
 
 func format(r Resources) string {
-	return fmt.Sprintf("%s CPU, %s memory, %d pods",
+	out := fmt.Sprintf("%s CPU, %s memory, %d pods",
 		resource.NewMilliQuantity(r.MilliCPU, resource.DecimalSI), resource.NewQuantity(r.Memory, resource.BinarySI), r.Pods)
+	for _, k := range scalarNames(r) {
+		out += fmt.Sprintf(", %s %s", resource.NewQuantity(r.Scalar[k], resource.DecimalSI), k)
+	}
+	return out
+}
+
+// scalarNames are the scalar resources r has, sorted.
+func scalarNames(r Resources) []corev1.ResourceName {
+	var names []corev1.ResourceName
+	for k, v := range r.Scalar {
+		if v != 0 {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // eligibility checks a node against every member's constraints and the

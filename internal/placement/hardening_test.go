@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // TestMissingSecondClaim: past the grace, a claim that still does not exist
@@ -139,23 +141,73 @@ func TestDemandCountsPodsThatMountTheClaim(t *testing.T) {
 	own := gated("web-0", 0).ownedBy("StatefulSet/web")
 	perClaim := claim("ns/data-web-0", own)
 	perClaim.Owners = map[string]Owner{"StatefulSet/web": {MaxPods: 0, PerPod: cpu(500)}}
-	if got, want := Demand([]*Claim{&perClaim}), cpu(500); got != want {
+	if got, want := Demand([]*Claim{&perClaim}), cpu(500); !got.Equal(want) {
 		t.Errorf("per-pod claim: demand %+v, want one pod %+v", got, want)
 	}
 	shared := claim("ns/shared", own)
 	shared.Owners = map[string]Owner{"StatefulSet/web": {MaxPods: 50, PerPod: cpu(500)}}
-	if got, want := Demand([]*Claim{&shared}), cpu(500).Times(50); got != want {
+	if got, want := Demand([]*Claim{&shared}), cpu(500).Times(50); !got.Equal(want) {
 		t.Errorf("claim every replica mounts: demand %+v, want %+v", got, want)
 	}
 	// Both claims of one pod: the owner's largest count.
-	if got, want := Demand([]*Claim{&perClaim, &shared}), cpu(500).Times(50); got != want {
+	if got, want := Demand([]*Claim{&perClaim, &shared}), cpu(500).Times(50); !got.Equal(want) {
 		t.Errorf("both claims: demand %+v, want %+v", got, want)
 	}
 	// The template has no requests (a LimitRange fills them in): the
 	// member's admitted requests count.
 	admitted := claim("ns/data", gated("web-a", 0).ownedBy("Deployment/web").requests(700), gated("web-b", 0).ownedBy("Deployment/web").requests(700))
 	admitted.Owners = map[string]Owner{"Deployment/web": {MaxPods: 3, PerPod: Resources{Pods: 1}}}
-	if got, want := Demand([]*Claim{&admitted}), cpu(700).Times(3); got != want {
+	if got, want := Demand([]*Claim{&admitted}), cpu(700).Times(3); !got.Equal(want) {
 		t.Errorf("template without admission defaults: demand %+v, want %+v", got, want)
+	}
+}
+
+const gpu = corev1.ResourceName("nvidia.com/gpu")
+
+func (n *Node) gpus(k int64) *Node {
+	n.Allocatable.Scalar = map[corev1.ResourceName]int64{gpu: k}
+	return n
+}
+
+// TestExtendedResources: a huddle whose members ask for GPUs is sent only
+// to nodes with the GPUs free for all of them; none: where most fits, and
+// the shortfall names the GPUs.
+func TestExtendedResources(t *testing.T) {
+	withGPU := func(m Member, k int64) Member {
+		m.Requests.Scalar = map[corev1.ResourceName]int64{gpu: k}
+		return m
+	}
+	p := withGPU(gated("p", 1), 1)
+	c := claim("ns/data", p, withGPU(gated("q", 0), 1))
+	in := input(p, nodeList{node("n1"), node("n2").gpus(1), node("n3").gpus(2), node("n4").gpus(4)}, c)
+	if d := Decide(in); d.Action != PinCandidates || strings.Join(d.Nodes, ",") != "n3,n4" || !d.Fits {
+		t.Fatalf("got %s %v fits=%v (%s), want n3,n4 where 2 GPUs are free", d.Action, d.Nodes, d.Fits, d.Message)
+	}
+	used := node("n4").gpus(4)
+	used.Requested.Scalar = map[corev1.ResourceName]int64{gpu: 3}
+	in = input(p, nodeList{node("n1"), node("n2").gpus(1), used}, c)
+	d := Decide(in)
+	if d.Action != PinCandidates || d.Fits || strings.Join(d.Nodes, ",") != "n2,n4" || !strings.Contains(d.Shortfall, "1 nvidia.com/gpu") {
+		t.Fatalf("got %s %v fits=%v shortfall %q, want n2,n4 (one GPU free each) with Fits=false naming the GPU", d.Action, d.Nodes, d.Fits, d.Shortfall)
+	}
+}
+
+func TestResourcesArithmetic(t *testing.T) {
+	a := Resources{MilliCPU: 100, Scalar: map[corev1.ResourceName]int64{gpu: 1}}
+	b := Resources{MilliCPU: 50}
+	if got := a.Add(b).Sub(b); !got.Equal(a) {
+		t.Errorf("a+b-b = %+v, want %+v", got, a)
+	}
+	if got := a.Sub(a); !got.Equal(Resources{}) {
+		t.Errorf("a-a = %+v, want zero", got)
+	}
+	if got := a.Times(3).Scalar[gpu]; got != 3 {
+		t.Errorf("3a has %d GPUs", got)
+	}
+	if b.Covers(a) || !a.Covers(b) || !a.Covers(Resources{Scalar: map[corev1.ResourceName]int64{gpu: 0}}) {
+		t.Error("Covers ignores scalars")
+	}
+	if (Resources{}).Add(Resources{}).Scalar != nil {
+		t.Error("arithmetic without scalars allocates a map")
 	}
 }

@@ -23,49 +23,108 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Resources is the part of a resource list placement reasons about.
+// Resources is the part of a resource list placement reasons about: CPU,
+// memory and pod slots, and the other resources the scheduler's fit check
+// counts (extended resources such as nvidia.com/gpu, hugepages,
+// ephemeral storage) in Scalar, which is nil when there are none so the
+// common case allocates nothing. A missing scalar is zero.
 type Resources struct {
 	MilliCPU int64
 	Memory   int64
 	Pods     int64
+	Scalar   map[corev1.ResourceName]int64
 }
 
 // Add returns r + o.
 func (r Resources) Add(o Resources) Resources {
-	return Resources{r.MilliCPU + o.MilliCPU, r.Memory + o.Memory, r.Pods + o.Pods}
+	return Resources{r.MilliCPU + o.MilliCPU, r.Memory + o.Memory, r.Pods + o.Pods, scalars(r.Scalar, o.Scalar, func(a, b int64) int64 { return a + b })}
 }
 
 // Sub returns r - o.
 func (r Resources) Sub(o Resources) Resources {
-	return Resources{r.MilliCPU - o.MilliCPU, r.Memory - o.Memory, r.Pods - o.Pods}
+	return Resources{r.MilliCPU - o.MilliCPU, r.Memory - o.Memory, r.Pods - o.Pods, scalars(r.Scalar, o.Scalar, func(a, b int64) int64 { return a - b })}
 }
 
 // Times returns r * n.
 func (r Resources) Times(n int64) Resources {
-	return Resources{r.MilliCPU * n, r.Memory * n, r.Pods * n}
+	return Resources{r.MilliCPU * n, r.Memory * n, r.Pods * n, scalars(r.Scalar, nil, func(a, _ int64) int64 { return a * n })}
 }
 
 // Max returns the larger of r and o in every resource.
 func (r Resources) Max(o Resources) Resources {
-	return Resources{max(r.MilliCPU, o.MilliCPU), max(r.Memory, o.Memory), max(r.Pods, o.Pods)}
+	return Resources{max(r.MilliCPU, o.MilliCPU), max(r.Memory, o.Memory), max(r.Pods, o.Pods), scalars(r.Scalar, o.Scalar, func(a, b int64) int64 { return max(a, b) })}
+}
+
+// scalars combines two scalar maps by f over the union of their names
+// (a missing one is zero); nil if both are empty.
+func scalars(a, b map[corev1.ResourceName]int64, f func(a, b int64) int64) map[corev1.ResourceName]int64 {
+	if len(a) == 0 && len(b) == 0 {
+		return nil
+	}
+	out := make(map[corev1.ResourceName]int64, max(len(a), len(b)))
+	for k, v := range a {
+		out[k] = f(v, b[k])
+	}
+	for k, v := range b {
+		if _, ok := a[k]; !ok {
+			out[k] = f(0, v)
+		}
+	}
+	return out
 }
 
 // Covers reports whether r is at least o in every resource.
 func (r Resources) Covers(o Resources) bool {
-	return r.MilliCPU >= o.MilliCPU && r.Memory >= o.Memory && r.Pods >= o.Pods
+	if r.MilliCPU < o.MilliCPU || r.Memory < o.Memory || r.Pods < o.Pods {
+		return false
+	}
+	for k, v := range o.Scalar {
+		if v > 0 && r.Scalar[k] < v {
+			return false
+		}
+	}
+	return true
+}
+
+// Equal reports whether r and o are the same amounts (a missing scalar
+// equals zero).
+func (r Resources) Equal(o Resources) bool {
+	if r.MilliCPU != o.MilliCPU || r.Memory != o.Memory || r.Pods != o.Pods {
+		return false
+	}
+	for k, v := range r.Scalar {
+		if o.Scalar[k] != v {
+			return false
+		}
+	}
+	for k, v := range o.Scalar {
+		if r.Scalar[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // FromList converts a resource list.
 func FromList(l corev1.ResourceList) Resources {
 	r := Resources{}
-	if q, ok := l[corev1.ResourceCPU]; ok {
-		r.MilliCPU = q.MilliValue()
-	}
-	if q, ok := l[corev1.ResourceMemory]; ok {
-		r.Memory = q.Value()
-	}
-	if q, ok := l[corev1.ResourcePods]; ok {
-		r.Pods = q.Value()
+	for name, q := range l {
+		switch name {
+		case corev1.ResourceCPU:
+			r.MilliCPU = q.MilliValue()
+		case corev1.ResourceMemory:
+			r.Memory = q.Value()
+		case corev1.ResourcePods:
+			r.Pods = q.Value()
+		default:
+			if q.IsZero() {
+				continue
+			}
+			if r.Scalar == nil {
+				r.Scalar = map[corev1.ResourceName]int64{}
+			}
+			r.Scalar[name] = q.Value()
+		}
 	}
 	return r
 }

@@ -1,0 +1,38 @@
+package controller
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/huddle-io/huddle/internal/placement"
+)
+
+// TestClusterCountsExtendedResources: the tracker sums extended resources
+// (GPUs) per node from pod events, once per pod however often it is
+// updated, and gives them back when the pod goes.
+func TestClusterCountsExtendedResources(t *testing.T) {
+	const gpu = corev1.ResourceName("nvidia.com/gpu")
+	c := NewCluster()
+	c.setNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: corev1.NodeStatus{
+		Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), gpu: resource.MustParse("2")},
+		Conditions:  []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "p"}, Spec: corev1.PodSpec{NodeName: "n1",
+		Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{gpu: resource.MustParse("1")}}}}}}
+	free := func() placement.Resources {
+		var r placement.Resources
+		c.View(func(nodes placement.Nodes) { r = nodes.Get("n1").Free() })
+		return r
+	}
+	c.setPod(pod, false)
+	c.setPod(pod.DeepCopy(), false) // an update that changes nothing
+	if got := free().Scalar[gpu]; got != 1 {
+		t.Fatalf("free GPUs %d after one pod asking for one, want 1", got)
+	}
+	c.setPod(pod, true)
+	if got := free().Scalar[gpu]; got != 2 {
+		t.Fatalf("free GPUs %d after the pod went, want 2", got)
+	}
+}
