@@ -4,8 +4,11 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/huddle-io/huddle/internal/placement"
 )
@@ -34,5 +37,36 @@ func TestClusterCountsExtendedResources(t *testing.T) {
 	c.setPod(pod, true)
 	if got := free().Scalar[gpu]; got != 2 {
 		t.Fatalf("free GPUs %d after the pod went, want 2", got)
+	}
+}
+
+// TestClusterCountsAttachments: attach limits come from CSINodes and the
+// attached count per driver from VolumeAttachments, whichever arrives
+// first, and survive node updates.
+func TestClusterCountsAttachments(t *testing.T) {
+	const ebs = "ebs.csi.aws.com"
+	c := NewCluster()
+	va := func(uid, node string) *storagev1.VolumeAttachment {
+		return &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: uid, UID: types.UID(uid)}, Spec: storagev1.VolumeAttachmentSpec{Attacher: ebs, NodeName: node}}
+	}
+	attach := c.AttachmentHandler()
+	attach.OnAdd(va("a", "n1"), false)
+	c.CSINodeHandler().OnAdd(&storagev1.CSINode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: storagev1.CSINodeSpec{Drivers: []storagev1.CSINodeDriver{
+		{Name: ebs, Allocatable: &storagev1.VolumeNodeResources{Count: ptr.To[int32](25)}}}}}, false)
+	c.setNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}})
+	attach.OnAdd(va("b", "n1"), false)
+	attach.OnUpdate(va("b", "n1"), va("b", "n1"))
+	c.setNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}) // an update
+	get := func() *placement.Node {
+		var n placement.Node
+		c.View(func(nodes placement.Nodes) { n = *nodes.Get("n1") })
+		return &n
+	}
+	if n := get(); n.AttachLimit[ebs] != 25 || n.Attached[ebs] != 2 {
+		t.Fatalf("limit %d attached %d, want 25 and 2", n.AttachLimit[ebs], n.Attached[ebs])
+	}
+	attach.OnDelete(va("a", "n1"))
+	if n := get(); n.Attached[ebs] != 1 {
+		t.Fatalf("attached %d after one attachment went, want 1", n.Attached[ebs])
 	}
 }

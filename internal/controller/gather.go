@@ -242,6 +242,7 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 		}
 	}
 	f.Shared, f.NotShared = scope.Shared(v)
+	f.Driver = driverName
 	if f.PV == nil {
 		return nil
 	}

@@ -421,13 +421,38 @@ func candidates(in *Input, claims []*Claim) Decision {
 	}
 	if eligible == 0 {
 		return Decision{Action: Hold, Claim: key, Reason: ReasonNoCandidates, Fits: false, WaitsOn: WaitsOnAnyNode,
-			Shortfall: "no Ready, schedulable node satisfies every member's node selector, affinity and tolerations, the volume's zone and the homes of the members' other claims",
-			Message:   fmt.Sprintf("claim %s: no node can take every member (selectors, tolerations, volume zone, homes of their other claims); waiting for one", key)}
+			Shortfall: "no Ready, schedulable node satisfies every member's node selector, affinity and tolerations, the volume's zone, the homes of the members' other claims and the volume attach limits",
+			Message:   fmt.Sprintf("claim %s: no node can take every member (selectors, tolerations, volume zone, homes of their other claims, volume attach limits); waiting for one", key)}
 	}
 	sort.Strings(best)
 	return Decision{Action: PinCandidates, Nodes: best, Claim: key, Reason: ReasonNoFit, Fits: false,
 		Shortfall: shortfall(best[0], bestFree, demand),
 		Message:   fmt.Sprintf("claim %s: no node fits the whole huddle (%s); placed where most of it fits: %s", key, format(demand), strings.Join(best, ","))}
+}
+
+// attachable: the node can attach every volume of the claims that is not
+// attached there already without passing its CSI drivers' limits (the
+// scheduler's NodeVolumeLimits would refuse the pod for good).
+func (e *eligibility) attachable(n *Node) bool {
+	if len(n.AttachLimit) == 0 {
+		return true
+	}
+	var need map[string]int64
+	for _, c := range e.volumes {
+		if _, limited := n.AttachLimit[c.Driver]; !limited || slices.Contains(c.VolumeNodes, n.Name) {
+			continue
+		}
+		if need == nil {
+			need = map[string]int64{}
+		}
+		need[c.Driver]++
+	}
+	for d, k := range need {
+		if n.Attached[d]+k > n.AttachLimit[d] {
+			return false
+		}
+	}
+	return true
 }
 
 // score is the share of the demand that fits, by the scarcest resource.
@@ -495,6 +520,8 @@ type eligibility struct {
 	// nowhere: they live on different nodes.
 	only    string
 	nowhere bool
+	// volumes are the claims' volumes, for attach limits.
+	volumes []*Claim
 }
 
 func newEligibility(claims []*Claim) *eligibility {
@@ -505,6 +532,9 @@ func newEligibility(claims []*Claim) *eligibility {
 		mine[c.Key] = true
 	}
 	for _, c := range claims {
+		if c.Driver != "" {
+			e.volumes = append(e.volumes, c)
+		}
 		if c.VolumeAffinity != nil {
 			e.affinities = append(e.affinities, nodeaffinity.NewLazyErrorNodeSelector(c.VolumeAffinity))
 		}
@@ -540,7 +570,7 @@ func newEligibility(claims []*Claim) *eligibility {
 }
 
 func (e *eligibility) allows(n *Node) bool {
-	if !n.Ready || n.Cordoned || e.nowhere || (e.only != "" && n.Name != e.only) {
+	if !n.Ready || n.Cordoned || e.nowhere || (e.only != "" && n.Name != e.only) || !e.attachable(n) {
 		return false
 	}
 	set := labels.Set(n.Labels)

@@ -211,3 +211,34 @@ func TestResourcesArithmetic(t *testing.T) {
 		t.Error("arithmetic without scalars allocates a map")
 	}
 }
+
+// TestAttachLimits: a node whose CSI driver has no attach slot left cannot
+// take a huddle whose volume is not attached there already; a node where
+// the volume is attached can.
+func TestAttachLimits(t *testing.T) {
+	const ebs = "ebs.csi.aws.com"
+	full := func(name string) *Node {
+		n := node(name)
+		n.AttachLimit, n.Attached = map[string]int64{ebs: 2}, map[string]int64{ebs: 2}
+		return n
+	}
+	p := gated("p", 1)
+	c := claim("ns/data", p)
+	c.Driver = ebs
+	if d := Decide(input(p, nodeList{full("n1"), node("n2"), full("n3")}, c)); d.Action != PinCandidates || strings.Join(d.Nodes, ",") != "n2" {
+		t.Fatalf("got %s %v (%s), want n2, the only node with an attach slot", d.Action, d.Nodes, d.Message)
+	}
+	if d := Decide(input(p, nodeList{full("n1"), full("n3")}, c)); d.Action != Hold || d.Reason != ReasonNoCandidates || !strings.Contains(d.Message, "attach limits") {
+		t.Fatalf("every node full: got %s %s (%s), want a NoCandidateNodes hold naming attach limits", d.Action, d.Reason, d.Message)
+	}
+	// Detach pending on n3, which is full: the volume needs no new slot there.
+	detaching := c.attached("n3")
+	if d := Decide(input(p, nodeList{full("n1"), full("n3")}, detaching)); d.Action != PinHome || d.Nodes[0] != "n3" {
+		t.Fatalf("volume attached at full n3: got %s %v (%s), want home n3", d.Action, d.Nodes, d.Message)
+	}
+	other := claim("ns/data", p)
+	other.Driver = "other.csi.io"
+	if d := Decide(input(p, nodeList{full("n1")}, other)); d.Action != PinCandidates {
+		t.Fatalf("another driver's limit: got %s (%s), want candidates", d.Action, d.Message)
+	}
+}

@@ -218,9 +218,14 @@ type Claim struct {
 	// attached or attaching to; Attached those with status.attached.
 	VolumeNodes []string
 	Attached    []string
-	// VolumeAffinity is the bound PV's node affinity (its zone).
+	// VolumeAffinity is the bound PV's node affinity (its zone), or for a
+	// claim not bound yet its StorageClass's allowedTopologies.
 	VolumeAffinity *corev1.NodeSelector
-	Headroom       Resources
+	// Driver is the CSI driver of the volume (the class's provisioner
+	// while unbound): a node at its attach limit for it cannot take the
+	// huddle unless the volume is already attached there.
+	Driver   string
+	Headroom Resources
 	// Members are all pods that mount the claim, including the one being
 	// decided.
 	Members []Member
@@ -249,6 +254,12 @@ type Node struct {
 	// are not done).
 	Allocatable Resources
 	Requested   Resources
+	// AttachLimit is, per CSI driver, how many of its volumes the node
+	// can have attached (its CSINode); a driver not listed has no limit.
+	// Attached counts, per driver, the volumes attached or attaching
+	// there (its VolumeAttachments).
+	AttachLimit map[string]int64
+	Attached    map[string]int64
 }
 
 // Free is what is left on the node.
