@@ -130,9 +130,11 @@ func decideShared(in *Input, shared []*Claim) Decision {
 
 	// Homes of the pod's huddles; all must agree.
 	var home, homeClaim, homeHow string
+	var homeless []*Claim
 	for _, c := range shared {
 		h, how := Home(c, in.Nodes)
 		if h == "" {
+			homeless = append(homeless, c)
 			continue
 		}
 		if home != "" && h != home {
@@ -145,10 +147,7 @@ func decideShared(in *Input, shared []*Claim) Decision {
 		// A claim with no home whose first member is on its way to a node
 		// will live wherever that member lands, which need not be home:
 		// wait for it, then the homes agree or conflict.
-		for _, c := range shared {
-			if h, _ := Home(c, in.Nodes); h != "" {
-				continue
-			}
+		for _, c := range homeless {
 			if first := FirstInFlight(c, in.Pod.Name); first != "" {
 				return following(c.Key, first)
 			}
