@@ -70,3 +70,26 @@ func TestClusterCountsAttachments(t *testing.T) {
 		t.Fatalf("attached %d after one attachment went, want 1", n.Attached[ebs])
 	}
 }
+
+// TestRequestsAsTheSchedulerCounts: a pod's requests include its
+// RuntimeClass overhead and restartable sidecars, and an init container
+// larger than the rest.
+func TestRequestsAsTheSchedulerCounts(t *testing.T) {
+	res := func(cpu string) corev1.ResourceList { return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)} }
+	always := corev1.ContainerRestartPolicyAlways
+	p := &corev1.Pod{Spec: corev1.PodSpec{
+		Overhead: res("250m"),
+		InitContainers: []corev1.Container{
+			{Name: "sidecar", RestartPolicy: &always, Resources: corev1.ResourceRequirements{Requests: res("100m")}},
+			{Name: "init", Resources: corev1.ResourceRequirements{Requests: res("50m")}},
+		},
+		Containers: []corev1.Container{{Name: "app", Resources: corev1.ResourceRequirements{Requests: res("500m")}}},
+	}}
+	if got := Requests(p); got.MilliCPU != 850 || got.Pods != 1 {
+		t.Fatalf("got %+v, want 850m (500m app + 100m sidecar + 250m overhead) and one pod", got)
+	}
+	p.Spec.InitContainers[1].Resources.Requests = res("2")
+	if got := Requests(p); got.MilliCPU != 2000+100+250 {
+		t.Fatalf("got %dm, want 2350m (init 2 CPU beside the sidecar, plus overhead)", got.MilliCPU)
+	}
+}
