@@ -75,7 +75,9 @@ func TestClusterCountsAttachments(t *testing.T) {
 // RuntimeClass overhead and restartable sidecars, and an init container
 // larger than the rest.
 func TestRequestsAsTheSchedulerCounts(t *testing.T) {
-	res := func(cpu string) corev1.ResourceList { return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)} }
+	res := func(cpu string) corev1.ResourceList {
+		return corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)}
+	}
 	always := corev1.ContainerRestartPolicyAlways
 	p := &corev1.Pod{Spec: corev1.PodSpec{
 		Overhead: res("250m"),
