@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	resourcehelper "k8s.io/component-helpers/resource"
@@ -25,7 +26,15 @@ type Cluster struct {
 	requested map[string]placement.Resources
 	// synced are the HasSynced of the informer handlers that feed it.
 	synced []func() bool
+	// limits (from CSINodes) and attached (from VolumeAttachments) per
+	// node and CSI driver, kept apart for the same reason; volumes
+	// remembers each attachment's node and driver.
+	limits   map[string]map[string]int64
+	attached map[string]map[string]int64
+	volumes  map[types.UID]volumeUse
 }
+
+type volumeUse struct{ node, driver string }
 
 type podUse struct {
 	node string
@@ -34,7 +43,94 @@ type podUse struct {
 
 // NewCluster returns an empty tracker.
 func NewCluster() *Cluster {
-	return &Cluster{nodes: map[string]*placement.Node{}, use: map[types.UID]podUse{}, requested: map[string]placement.Resources{}}
+	return &Cluster{nodes: map[string]*placement.Node{}, use: map[types.UID]podUse{}, requested: map[string]placement.Resources{},
+		limits: map[string]map[string]int64{}, attached: map[string]map[string]int64{}, volumes: map[types.UID]volumeUse{}}
+}
+
+// CSINodeHandler keeps each node's attach limits per CSI driver.
+func (c *Cluster) CSINodeHandler() cache.ResourceEventHandler {
+	set := func(o any, deleted bool) {
+		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		cn, ok := o.(*storagev1.CSINode)
+		if !ok {
+			return
+		}
+		var limits map[string]int64
+		for _, d := range cn.Spec.Drivers {
+			if !deleted && d.Allocatable != nil && d.Allocatable.Count != nil {
+				if limits == nil {
+					limits = map[string]int64{}
+				}
+				limits[d.Name] = int64(*d.Allocatable.Count)
+			}
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if limits == nil {
+			delete(c.limits, cn.Name)
+		} else {
+			c.limits[cn.Name] = limits
+		}
+		if n, ok := c.nodes[cn.Name]; ok {
+			n.AttachLimit = limits
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { set(o, false) },
+		UpdateFunc: func(_, o any) { set(o, false) },
+		DeleteFunc: func(o any) { set(o, true) },
+	}
+}
+
+// AttachmentHandler counts the volumes attached or attaching to each node
+// per CSI driver. An attachment being deleted still holds its slot until
+// it is gone.
+func (c *Cluster) AttachmentHandler() cache.ResourceEventHandler {
+	set := func(o any, deleted bool) {
+		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		va, ok := o.(*storagev1.VolumeAttachment)
+		if !ok {
+			return
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		now := volumeUse{node: va.Spec.NodeName, driver: va.Spec.Attacher}
+		if was, ok := c.volumes[va.UID]; ok {
+			if was == now && !deleted {
+				return
+			}
+			c.attach(was, -1)
+			delete(c.volumes, va.UID)
+		}
+		if !deleted {
+			c.volumes[va.UID] = now
+			c.attach(now, 1)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { set(o, false) },
+		UpdateFunc: func(_, o any) { set(o, false) },
+		DeleteFunc: func(o any) { set(o, true) },
+	}
+}
+
+func (c *Cluster) attach(v volumeUse, k int64) {
+	m := c.attached[v.node]
+	if m == nil {
+		m = map[string]int64{}
+		c.attached[v.node] = m
+	}
+	m[v.driver] += k
+	if m[v.driver] <= 0 {
+		delete(m, v.driver)
+	}
+	if n, ok := c.nodes[v.node]; ok {
+		n.Attached = m
+	}
 }
 
 // NodeHandler and PodHandler feed the tracker from informers.
@@ -86,6 +182,7 @@ func (c *Cluster) setNode(o any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pn.Requested = c.requested[n.Name]
+	pn.AttachLimit, pn.Attached = c.limits[n.Name], c.attached[n.Name]
 	_, existed := c.nodes[n.Name]
 	c.nodes[n.Name] = pn
 	if existed {
@@ -120,7 +217,7 @@ func (c *Cluster) setPod(o any, deleted bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if was, ok := c.use[p.UID]; ok {
-		if was == now {
+		if was.node == now.node && was.req.Equal(now.req) {
 			return
 		}
 		c.add(was.node, placement.Resources{}.Sub(was.req))

@@ -71,8 +71,77 @@ type ClaimFacts struct {
 	Pods   []*corev1.Pod
 }
 
-// Claim gathers one claim and its members.
+// Claim gathers one claim and its members, with the homes of the other
+// shared claims its members mount.
 func (g *Gatherer) Claim(ctx context.Context, namespace, name string) (*ClaimFacts, error) {
+	f, err := g.claim(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.others(ctx, []*ClaimFacts{f}); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// others fills in each member's Others: where the other shared claims it
+// mounts live, or which of their members is on its way to set that. Each
+// other claim is gathered once however many members mount it, and the
+// claims in facts are not gathered again; a pod that mounts one claim, the
+// common case, costs nothing here.
+func (g *Gatherer) others(ctx context.Context, facts []*ClaimFacts) error {
+	gathered := map[string]*placement.Claim{}
+	for _, f := range facts {
+		gathered[f.Key] = &f.Claim
+	}
+	known := map[string]*placement.OtherClaim{}
+	for _, f := range facts {
+		for i, p := range f.Pods {
+			for _, name := range webhook.ClaimNames(p) {
+				key := p.Namespace + "/" + name
+				if key == f.Key {
+					continue
+				}
+				o, ok := known[key]
+				if !ok {
+					c := gathered[key]
+					if c == nil {
+						other, err := g.claim(ctx, p.Namespace, name)
+						if err != nil {
+							return fmt.Errorf("gather claim %s: %w", key, err)
+						}
+						c = &other.Claim
+					}
+					o = g.summary(c)
+					known[key] = o
+				}
+				if o != nil {
+					f.Members[i].Others = append(f.Members[i].Others, *o)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// summary is a claim as another claim's placement sees it, nil if it is
+// missing or not shared.
+func (g *Gatherer) summary(c *placement.Claim) *placement.OtherClaim {
+	if c.Missing || !c.Shared {
+		return nil
+	}
+	o := &placement.OtherClaim{Key: c.Key, Home: c.MoveTarget}
+	if o.Home == "" && g.Cluster != nil {
+		g.Cluster.View(func(nodes placement.Nodes) { o.Home, _ = placement.Home(c, nodes) })
+	}
+	if o.Home == "" {
+		o.FirstMember = placement.FirstInFlight(c, "")
+	}
+	return o
+}
+
+// claim gathers one claim and its members.
+func (g *Gatherer) claim(ctx context.Context, namespace, name string) (*ClaimFacts, error) {
 	key := namespace + "/" + name
 	f := &ClaimFacts{Claim: placement.Claim{Key: key, Owners: map[string]placement.Owner{}}}
 	claim := &corev1.PersistentVolumeClaim{}
@@ -102,7 +171,7 @@ func (g *Gatherer) Claim(ctx context.Context, namespace, name string) (*ClaimFac
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		f.Pods = append(f.Pods, p)
-		m := g.member(ctx, p, f.Owners, resolved)
+		m := g.member(ctx, p, name, f.Owners, resolved)
 		f.Members = append(f.Members, m)
 	}
 	hud := &huddlev1.Huddle{}
@@ -164,6 +233,9 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 		class := &storagev1.StorageClass{}
 		if err := g.Reader.Get(ctx, client.ObjectKey{Name: *cls}, class); err == nil {
 			v.Class, driverName = class, class.Provisioner
+			// Not bound yet (WaitForFirstConsumer): the volume will be
+			// made where the class allows, so the huddle must go there.
+			f.VolumeAffinity = allowedTopologies(class.AllowedTopologies)
 		}
 	}
 	if driverName != "" {
@@ -173,6 +245,7 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 		}
 	}
 	f.Shared, f.NotShared = scope.Shared(v)
+	f.Driver = driverName
 	if f.PV == nil {
 		return nil
 	}
@@ -192,10 +265,30 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 	return nil
 }
 
-// member converts a pod, resolving its owner workload into owners.
-// resolved remembers, by controller UID, the owner key found for earlier
-// members (members of a huddle mostly share their owners).
-func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]placement.Owner, resolved map[types.UID]string) placement.Member {
+// allowedTopologies is a StorageClass's allowedTopologies as a node
+// selector (its terms ORed, each term's expressions ANDed), nil for none.
+func allowedTopologies(terms []corev1.TopologySelectorTerm) *corev1.NodeSelector {
+	if len(terms) == 0 {
+		return nil
+	}
+	out := &corev1.NodeSelector{}
+	for _, t := range terms {
+		if len(t.MatchLabelExpressions) == 0 {
+			return nil // an empty term allows every node
+		}
+		var term corev1.NodeSelectorTerm
+		for _, e := range t.MatchLabelExpressions {
+			term.MatchExpressions = append(term.MatchExpressions, corev1.NodeSelectorRequirement{Key: e.Key, Operator: corev1.NodeSelectorOpIn, Values: e.Values})
+		}
+		out.NodeSelectorTerms = append(out.NodeSelectorTerms, term)
+	}
+	return out
+}
+
+// member converts a pod that mounts claim, resolving its owner workload
+// into owners. resolved remembers, by controller UID, the owner key found
+// for earlier members (members of a huddle mostly share their owners).
+func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, claim string, owners map[string]placement.Owner, resolved map[types.UID]string) placement.Member {
 	m := placement.Member{
 		Name:        p.Name,
 		Created:     p.CreationTimestamp.Time,
@@ -226,13 +319,29 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]
 		m.Owner = key
 		return m
 	}
-	key, owner, ok := g.owner(ctx, p)
+	key, owner, template, ok := g.owner(ctx, p)
 	resolved[ref.UID] = key
 	if ok {
+		if !templateMounts(template, claim) {
+			// Each of its pods mounts a claim of its own (a StatefulSet's
+			// volumeClaimTemplates, a generic ephemeral volume): only the
+			// pods that mount this one count, not every replica.
+			owner.MaxPods = 0
+		}
 		m.Owner = key
 		owners[key] = owner
 	}
 	return m
+}
+
+// templateMounts: every pod made from template mounts claim by name.
+func templateMounts(t *corev1.PodTemplateSpec, claim string) bool {
+	for _, v := range t.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == claim {
+			return true
+		}
+	}
+	return false
 }
 
 // movable: the pod has a controller that would recreate it, pinned home,
@@ -243,41 +352,44 @@ func movable(p *corev1.Pod) bool {
 	return ref != nil && ref.Kind != "DaemonSet"
 }
 
-// owner finds the workload that creates the pod and how many pods it may
-// run at once.
-func (g *Gatherer) owner(ctx context.Context, p *corev1.Pod) (string, placement.Owner, bool) {
+// owner finds the workload that creates the pod, how many pods it may run
+// at once, and the template it makes them from.
+func (g *Gatherer) owner(ctx context.Context, p *corev1.Pod) (string, placement.Owner, *corev1.PodTemplateSpec, bool) {
 	ref := metav1.GetControllerOf(p)
 	if ref == nil {
-		return "", placement.Owner{}, false
+		return "", placement.Owner{}, nil, false
 	}
 	get := func(obj client.Object, name string) bool {
 		return g.Reader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: name}, obj) == nil
+	}
+	made := func(key string, maxPods int64, t *corev1.PodTemplateSpec) (string, placement.Owner, *corev1.PodTemplateSpec, bool) {
+		return key, placement.Owner{MaxPods: maxPods, PerPod: templateRequests(t)}, t, true
 	}
 	switch ref.Kind {
 	case "ReplicaSet":
 		rs := &appsv1.ReplicaSet{}
 		if !get(rs, ref.Name) {
-			return "", placement.Owner{}, false
+			return "", placement.Owner{}, nil, false
 		}
 		if dref := metav1.GetControllerOf(rs); dref != nil && dref.Kind == "Deployment" {
 			d := &appsv1.Deployment{}
 			if get(d, dref.Name) {
-				return "Deployment/" + d.Name, placement.Owner{MaxPods: deploymentMaxPods(d), PerPod: templateRequests(&d.Spec.Template)}, true
+				return made("Deployment/"+d.Name, deploymentMaxPods(d), &d.Spec.Template)
 			}
 		}
-		return "ReplicaSet/" + rs.Name, placement.Owner{MaxPods: int64(replicas(rs.Spec.Replicas)), PerPod: templateRequests(&rs.Spec.Template)}, true
+		return made("ReplicaSet/"+rs.Name, int64(replicas(rs.Spec.Replicas)), &rs.Spec.Template)
 	case "StatefulSet":
 		s := &appsv1.StatefulSet{}
 		if get(s, ref.Name) {
-			return "StatefulSet/" + s.Name, placement.Owner{MaxPods: int64(replicas(s.Spec.Replicas)), PerPod: templateRequests(&s.Spec.Template)}, true
+			return made("StatefulSet/"+s.Name, int64(replicas(s.Spec.Replicas)), &s.Spec.Template)
 		}
 	case "Job":
 		j := &batchv1.Job{}
 		if get(j, ref.Name) {
-			return "Job/" + j.Name, placement.Owner{MaxPods: int64(replicas(j.Spec.Parallelism)), PerPod: templateRequests(&j.Spec.Template)}, true
+			return made("Job/"+j.Name, int64(replicas(j.Spec.Parallelism)), &j.Spec.Template)
 		}
 	}
-	return "", placement.Owner{}, false
+	return "", placement.Owner{}, nil, false
 }
 
 // deploymentMaxPods is replicas plus maxSurge for RollingUpdate.
@@ -304,8 +416,27 @@ func replicas(r *int32) int32 {
 	return *r
 }
 
+// templateRequests are the requests of a pod made from t, with what the
+// API server fills in at creation that a template lacks: a container's
+// limits stand for its missing requests. LimitRange defaults and
+// RuntimeClass overhead are added by admission; placement.Demand takes
+// them from the real members' requests.
 func templateRequests(t *corev1.PodTemplateSpec) placement.Resources {
-	return Requests(&corev1.Pod{Spec: t.Spec})
+	pod := &corev1.Pod{Spec: *t.Spec.DeepCopy()}
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			c := &cs[i]
+			for name, q := range c.Resources.Limits {
+				if _, ok := c.Resources.Requests[name]; !ok {
+					if c.Resources.Requests == nil {
+						c.Resources.Requests = corev1.ResourceList{}
+					}
+					c.Resources.Requests[name] = q
+				}
+			}
+		}
+	}
+	return Requests(pod)
 }
 
 // Input gathers everything Decide needs for a gated pod.
@@ -313,13 +444,18 @@ func (g *Gatherer) Input(ctx context.Context, pod *corev1.Pod) (*placement.Input
 	in := &placement.Input{}
 	var facts []*ClaimFacts
 	for _, name := range webhook.ClaimNames(pod) {
-		f, err := g.Claim(ctx, pod.Namespace, name)
+		f, err := g.claim(ctx, pod.Namespace, name)
 		if err != nil {
 			return nil, nil, fmt.Errorf("gather claim %s/%s: %w", pod.Namespace, name, err)
 		}
 		facts = append(facts, f)
+	}
+	if err := g.others(ctx, facts); err != nil {
+		return nil, nil, err
+	}
+	for _, f := range facts {
 		in.Claims = append(in.Claims, f.Claim)
 	}
-	in.Pod = g.member(ctx, pod, map[string]placement.Owner{}, map[types.UID]string{})
+	in.Pod = g.member(ctx, pod, "", map[string]placement.Owner{}, map[types.UID]string{})
 	return in, facts, nil
 }

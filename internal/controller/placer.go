@@ -22,7 +22,7 @@ import (
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims;persistentvolumes;nodes;namespaces,verbs=get;list;watch
-// +kubebuilder:rbac:groups=storage.k8s.io,resources=volumeattachments;csidrivers;storageclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=volumeattachments;csidrivers;csinodes;storageclasses,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
 
@@ -104,6 +104,12 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		if d.Reason == placement.ReasonWaitClaim {
 			after = max(time.Second, r.MissingClaimGrace-in.Now.Sub(pod.CreationTimestamp.Time))
 		}
+		if d.Reason == placement.ReasonFollowing && !mounts(in, d.Claim) {
+			// Following the first member of a claim the pod does not
+			// mount (a peer's other claim): that member's binding does
+			// not wake this pod, so look again soon.
+			after = quietFollow
+		}
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
 
@@ -130,6 +136,16 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	}
 	logger.Info("Released pod", "nodes", d.Nodes, "fits", d.Fits)
 	return ctrl.Result{}, nil
+}
+
+// mounts: the pod being placed mounts the claim called key.
+func mounts(in *placement.Input, key string) bool {
+	for i := range in.Claims {
+		if in.Claims[i].Key == key {
+			return true
+		}
+	}
+	return false
 }
 
 // markPlacing records pod as the member being placed first on the Huddle

@@ -117,8 +117,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 	cluster := NewCluster()
 	for obj, h := range map[client.Object]toolscache.ResourceEventHandler{
-		&corev1.Pod{}:  cluster.PodHandler(),
-		&corev1.Node{}: cluster.NodeHandler(),
+		&corev1.Pod{}:                 cluster.PodHandler(),
+		&corev1.Node{}:                cluster.NodeHandler(),
+		&storagev1.CSINode{}:          cluster.CSINodeHandler(),
+		&storagev1.VolumeAttachment{}: cluster.AttachmentHandler(),
 	} {
 		inf, err := mgr.GetCache().GetInformer(ctx, obj)
 		if err != nil {

@@ -276,11 +276,17 @@ func hasOwner(obj, owner metav1.Object) bool {
 }
 
 func toList(r placement.Resources) corev1.ResourceList {
-	return corev1.ResourceList{
+	l := corev1.ResourceList{
 		corev1.ResourceCPU:    *resource.NewMilliQuantity(r.MilliCPU, resource.DecimalSI),
 		corev1.ResourceMemory: *resource.NewQuantity(r.Memory, resource.BinarySI),
 		corev1.ResourcePods:   *resource.NewQuantity(r.Pods, resource.DecimalSI),
 	}
+	for name, v := range r.Scalar {
+		if v != 0 {
+			l[name] = *resource.NewQuantity(v, resource.DecimalSI)
+		}
+	}
+	return l
 }
 
 func formatList(l corev1.ResourceList) string {

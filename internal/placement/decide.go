@@ -3,15 +3,12 @@ package placement
 import (
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/labels"
-	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
-	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
-	"k8s.io/klog/v2"
 )
 
 // Action is what to do with a gated pod.
@@ -76,6 +73,7 @@ const (
 // Decide places one gated pod.
 func Decide(in *Input) Decision {
 	var shared []*Claim
+	missing := ""
 	for i := range in.Claims {
 		c := &in.Claims[i]
 		if c.Missing {
@@ -83,12 +81,21 @@ func Decide(in *Input) Decision {
 				return Decision{Action: Hold, Claim: c.Key, Reason: ReasonWaitClaim,
 					Message: fmt.Sprintf("claim %s does not exist yet; waiting up to %s for it", c.Key, in.MissingClaimGrace)}
 			}
-			return Decision{Action: Release, Claim: c.Key, Reason: ReasonClaimMissing, Fits: true,
-				Message: fmt.Sprintf("claim %s still does not exist after %s; released to the scheduler, which will report it", c.Key, in.MissingClaimGrace)}
+			// Past the grace the pod is placed by its other claims: the
+			// scheduler reports the missing one, and a pin to the home of
+			// another claim still keeps that huddle together.
+			if missing == "" {
+				missing = c.Key
+			}
+			continue
 		}
 		if c.Shared {
 			shared = append(shared, c)
 		}
+	}
+	if len(shared) == 0 && missing != "" {
+		return Decision{Action: Release, Claim: missing, Reason: ReasonClaimMissing, Fits: true,
+			Message: fmt.Sprintf("claim %s still does not exist after %s; released to the scheduler, which will report it", missing, in.MissingClaimGrace)}
 	}
 	if len(shared) == 0 {
 		why := "the pod mounts no claim"
@@ -97,6 +104,15 @@ func Decide(in *Input) Decision {
 		}
 		return Decision{Action: Release, Reason: ReasonNotShared, Message: "no shared claim (" + why + ")", Fits: true}
 	}
+	d := decideShared(in, shared)
+	if missing != "" && d.Action != Hold {
+		d.Message += fmt.Sprintf("; claim %s still does not exist after %s, which the scheduler will report", missing, in.MissingClaimGrace)
+	}
+	return d
+}
+
+// decideShared places a pod by its shared claims.
+func decideShared(in *Input, shared []*Claim) Decision {
 
 	// A huddle that is moving goes to its target, wherever its members
 	// still are.
@@ -114,9 +130,11 @@ func Decide(in *Input) Decision {
 
 	// Homes of the pod's huddles; all must agree.
 	var home, homeClaim, homeHow string
+	var homeless []*Claim
 	for _, c := range shared {
 		h, how := Home(c, in.Nodes)
 		if h == "" {
+			homeless = append(homeless, c)
 			continue
 		}
 		if home != "" && h != home {
@@ -126,6 +144,14 @@ func Decide(in *Input) Decision {
 		home, homeClaim, homeHow = h, c.Key, how
 	}
 	if home != "" {
+		// A claim with no home whose first member is on its way to a node
+		// will live wherever that member lands, which need not be home:
+		// wait for it, then the homes agree or conflict.
+		for _, c := range homeless {
+			if first := FirstInFlight(c, in.Pod.Name); first != "" {
+				return following(c.Key, first)
+			}
+		}
 		if why := unavailable(in.Nodes.Get(home)); why != "" {
 			// A pin is final once the gate is gone: pinned to a cordoned or
 			// dead home the pod could never run. Keep it gated; once the
@@ -146,21 +172,51 @@ func Decide(in *Input) Decision {
 
 	// No home: one member at a time; the first placed sets the home.
 	for _, c := range shared {
-		if c.Placing != "" && c.Placing != in.Pod.Name && c.placingInFlight() {
-			return following(c.Key, c.Placing)
+		if first := FirstInFlight(c, in.Pod.Name); first != "" {
+			return following(c.Key, first)
 		}
+	}
+	// Members that also mount a claim whose first member is on its way
+	// restrict this huddle to wherever it lands: wait for it.
+	mine := map[string]bool{}
+	for _, c := range shared {
+		mine[c.Key] = true
+	}
+	for _, c := range shared {
 		for i := range c.Members {
 			m := &c.Members[i]
-			if m.Name == in.Pod.Name || !m.live() || m.Node != "" || m.Gated {
+			if !m.live() {
 				continue
 			}
-			return following(c.Key, m.Name)
+			for _, o := range m.Others {
+				if !mine[o.Key] && o.Home == "" && o.FirstMember != "" && o.FirstMember != in.Pod.Name {
+					return following(o.Key, o.FirstMember)
+				}
+			}
 		}
 	}
 	if first := oldestGated(shared); first != in.Pod.Name {
 		return following(shared[0].Key, first)
 	}
 	return candidates(in, shared)
+}
+
+// FirstInFlight names the member of a claim with no home that was released
+// first and may yet set the home: the member recorded as placing (see
+// Claim.Placing), or any live member released and not yet bound. except
+// (the pod being decided) is never its own first member. "" if none.
+func FirstInFlight(c *Claim, except string) string {
+	if c.Placing != "" && c.Placing != except && c.placingInFlight() {
+		return c.Placing
+	}
+	for i := range c.Members {
+		m := &c.Members[i]
+		if m.Name == except || !m.live() || m.Terminating || m.Node != "" || m.Gated {
+			continue
+		}
+		return m.Name
+	}
+	return ""
 }
 
 // following holds a member of a huddle with no home behind the member
@@ -239,7 +295,11 @@ func Home(c *Claim, nodes Nodes) (string, string) {
 // Demand is what the huddles of claims need on one node: each owner's
 // largest pod count times its pod's requests, the requests of members
 // without an owner, and the claims' headroom. A member of several claims
-// counts once.
+// counts once. An owner's pod count is what it may run at once if every
+// pod it makes mounts the claim (Owner.MaxPods), else its members; its
+// pod's requests are the largest of its template's and its members' (the
+// members carry what admission added: LimitRange defaults, RuntimeClass
+// overhead).
 func Demand(claims []*Claim) Resources {
 	var total Resources
 	seen := map[string]bool{}
@@ -259,10 +319,11 @@ func Demand(claims []*Claim) Resources {
 				continue
 			}
 			count[m.Owner]++
-			if o, ok := c.Owners[m.Owner]; ok {
-				perPod[m.Owner], maxPods[m.Owner] = o.PerPod, o.MaxPods
-			} else if _, ok := perPod[m.Owner]; !ok {
-				perPod[m.Owner] = m.Requests
+			perPod[m.Owner] = perPod[m.Owner].Max(m.Requests)
+		}
+		for key, o := range c.Owners {
+			if _, ok := count[key]; ok {
+				perPod[key], maxPods[key] = perPod[key].Max(o.PerPod), max(maxPods[key], o.MaxPods)
 			}
 		}
 	}
@@ -355,8 +416,8 @@ func candidates(in *Input, claims []*Claim) Decision {
 	}
 	if eligible == 0 {
 		return Decision{Action: Hold, Claim: key, Reason: ReasonNoCandidates, Fits: false, WaitsOn: WaitsOnAnyNode,
-			Shortfall: "no Ready, schedulable node satisfies every member's node selector, affinity and tolerations and the volume's zone",
-			Message:   fmt.Sprintf("claim %s: no node can take every member (selectors, tolerations, volume zone); waiting for one", key)}
+			Shortfall: "no Ready, schedulable node satisfies every member's node selector, affinity and tolerations, the volume's zone, the homes of the members' other claims and the volume attach limits",
+			Message:   fmt.Sprintf("claim %s: no node can take every member (selectors, tolerations, volume zone, homes of their other claims, volume attach limits); waiting for one", key)}
 	}
 	sort.Strings(best)
 	return Decision{Action: PinCandidates, Nodes: best, Claim: key, Reason: ReasonNoFit, Fits: false,
@@ -367,7 +428,11 @@ func candidates(in *Input, claims []*Claim) Decision {
 // score is the share of the demand that fits, by the scarcest resource.
 func score(free, demand Resources) float64 {
 	s := 1.0
-	for _, p := range [][2]int64{{free.MilliCPU, demand.MilliCPU}, {free.Memory, demand.Memory}, {free.Pods, demand.Pods}} {
+	pairs := [][2]int64{{free.MilliCPU, demand.MilliCPU}, {free.Memory, demand.Memory}, {free.Pods, demand.Pods}}
+	for k, v := range demand.Scalar {
+		pairs = append(pairs, [2]int64{free.Scalar[k], v})
+	}
+	for _, p := range pairs {
 		if p[1] > 0 {
 			s = min(s, float64(max(p[0], 0))/float64(p[1]))
 		}
@@ -386,73 +451,31 @@ func shortfall(node string, free, demand Resources) string {
 	if d := demand.Pods - free.Pods; d > 0 {
 		parts = append(parts, fmt.Sprintf("%d pod slots", d))
 	}
+	for _, k := range scalarNames(demand) {
+		if d := demand.Scalar[k] - free.Scalar[k]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s", resource.NewQuantity(d, resource.DecimalSI), k))
+		}
+	}
 	return fmt.Sprintf("node %s lacks %s for the whole huddle (%s)", node, strings.Join(parts, " and "), format(demand))
 }
 
 func format(r Resources) string {
-	return fmt.Sprintf("%s CPU, %s memory, %d pods",
+	out := fmt.Sprintf("%s CPU, %s memory, %d pods",
 		resource.NewMilliQuantity(r.MilliCPU, resource.DecimalSI), resource.NewQuantity(r.Memory, resource.BinarySI), r.Pods)
+	for _, k := range scalarNames(r) {
+		out += fmt.Sprintf(", %s %s", resource.NewQuantity(r.Scalar[k], resource.DecimalSI), k)
+	}
+	return out
 }
 
-// eligibility checks a node against every member's constraints and the
-// volumes' node affinity.
-type eligibility struct {
-	selectors   []labels.Selector
-	affinities  []*nodeaffinity.LazyErrorNodeSelector
-	tolerations [][]corev1.Toleration
-}
-
-func newEligibility(claims []*Claim) *eligibility {
-	e := &eligibility{}
-	seen := map[string]bool{}
-	for _, c := range claims {
-		if c.VolumeAffinity != nil {
-			e.affinities = append(e.affinities, nodeaffinity.NewLazyErrorNodeSelector(c.VolumeAffinity))
-		}
-		for i := range c.Members {
-			m := &c.Members[i]
-			if !m.live() || m.Constraints == nil || seen[m.Name] {
-				continue
-			}
-			seen[m.Name] = true
-			k := m.Constraints
-			if len(k.NodeSelector) > 0 {
-				e.selectors = append(e.selectors, labels.SelectorFromSet(k.NodeSelector))
-			}
-			if k.Affinity != nil {
-				e.affinities = append(e.affinities, nodeaffinity.NewLazyErrorNodeSelector(k.Affinity))
-			}
-			e.tolerations = append(e.tolerations, k.Tolerations)
+// scalarNames are the scalar resources r has, sorted.
+func scalarNames(r Resources) []corev1.ResourceName {
+	var names []corev1.ResourceName
+	for k, v := range r.Scalar {
+		if v != 0 {
+			names = append(names, k)
 		}
 	}
-	return e
-}
-
-func (e *eligibility) allows(n *Node) bool {
-	if !n.Ready || n.Cordoned {
-		return false
-	}
-	set := labels.Set(n.Labels)
-	for _, s := range e.selectors {
-		if !s.Matches(set) {
-			return false
-		}
-	}
-	if len(e.affinities) > 0 {
-		node := &corev1.Node{}
-		node.Name, node.Labels = n.Name, n.Labels
-		for _, a := range e.affinities {
-			if ok, _ := a.Match(node); !ok {
-				return false
-			}
-		}
-	}
-	for _, tols := range e.tolerations {
-		if _, untolerated := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), n.Taints, tols, func(t *corev1.Taint) bool {
-			return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
-		}, false); untolerated {
-			return false
-		}
-	}
-	return true
+	slices.Sort(names)
+	return names
 }

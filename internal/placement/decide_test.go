@@ -161,7 +161,7 @@ func TestDemand(t *testing.T) {
 	other := claim("ns/logs", gated("lone", 0).requests(100)) // shared member counted once
 	got := Demand([]*Claim{&c, &other})
 	want := Resources{MilliCPU: 3*500 + 100 + 200, Memory: 4 * (64 << 20), Pods: 4}
-	if got != want {
+	if !got.Equal(want) {
 		t.Fatalf("demand %+v, want %+v", got, want)
 	}
 }

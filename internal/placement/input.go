@@ -23,44 +23,108 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Resources is the part of a resource list placement reasons about.
+// Resources is the part of a resource list placement reasons about: CPU,
+// memory and pod slots, and the other resources the scheduler's fit check
+// counts (extended resources such as nvidia.com/gpu, hugepages,
+// ephemeral storage) in Scalar, which is nil when there are none so the
+// common case allocates nothing. A missing scalar is zero.
 type Resources struct {
 	MilliCPU int64
 	Memory   int64
 	Pods     int64
+	Scalar   map[corev1.ResourceName]int64
 }
 
 // Add returns r + o.
 func (r Resources) Add(o Resources) Resources {
-	return Resources{r.MilliCPU + o.MilliCPU, r.Memory + o.Memory, r.Pods + o.Pods}
+	return Resources{r.MilliCPU + o.MilliCPU, r.Memory + o.Memory, r.Pods + o.Pods, scalars(r.Scalar, o.Scalar, func(a, b int64) int64 { return a + b })}
 }
 
 // Sub returns r - o.
 func (r Resources) Sub(o Resources) Resources {
-	return Resources{r.MilliCPU - o.MilliCPU, r.Memory - o.Memory, r.Pods - o.Pods}
+	return Resources{r.MilliCPU - o.MilliCPU, r.Memory - o.Memory, r.Pods - o.Pods, scalars(r.Scalar, o.Scalar, func(a, b int64) int64 { return a - b })}
 }
 
 // Times returns r * n.
 func (r Resources) Times(n int64) Resources {
-	return Resources{r.MilliCPU * n, r.Memory * n, r.Pods * n}
+	return Resources{r.MilliCPU * n, r.Memory * n, r.Pods * n, scalars(r.Scalar, nil, func(a, _ int64) int64 { return a * n })}
+}
+
+// Max returns the larger of r and o in every resource.
+func (r Resources) Max(o Resources) Resources {
+	return Resources{max(r.MilliCPU, o.MilliCPU), max(r.Memory, o.Memory), max(r.Pods, o.Pods), scalars(r.Scalar, o.Scalar, func(a, b int64) int64 { return max(a, b) })}
+}
+
+// scalars combines two scalar maps by f over the union of their names
+// (a missing one is zero); nil if both are empty.
+func scalars(a, b map[corev1.ResourceName]int64, f func(a, b int64) int64) map[corev1.ResourceName]int64 {
+	if len(a) == 0 && len(b) == 0 {
+		return nil
+	}
+	out := make(map[corev1.ResourceName]int64, max(len(a), len(b)))
+	for k, v := range a {
+		out[k] = f(v, b[k])
+	}
+	for k, v := range b {
+		if _, ok := a[k]; !ok {
+			out[k] = f(0, v)
+		}
+	}
+	return out
 }
 
 // Covers reports whether r is at least o in every resource.
 func (r Resources) Covers(o Resources) bool {
-	return r.MilliCPU >= o.MilliCPU && r.Memory >= o.Memory && r.Pods >= o.Pods
+	if r.MilliCPU < o.MilliCPU || r.Memory < o.Memory || r.Pods < o.Pods {
+		return false
+	}
+	for k, v := range o.Scalar {
+		if v > 0 && r.Scalar[k] < v {
+			return false
+		}
+	}
+	return true
+}
+
+// Equal reports whether r and o are the same amounts (a missing scalar
+// equals zero).
+func (r Resources) Equal(o Resources) bool {
+	if r.MilliCPU != o.MilliCPU || r.Memory != o.Memory || r.Pods != o.Pods {
+		return false
+	}
+	for k, v := range r.Scalar {
+		if o.Scalar[k] != v {
+			return false
+		}
+	}
+	for k, v := range o.Scalar {
+		if r.Scalar[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // FromList converts a resource list.
 func FromList(l corev1.ResourceList) Resources {
 	r := Resources{}
-	if q, ok := l[corev1.ResourceCPU]; ok {
-		r.MilliCPU = q.MilliValue()
-	}
-	if q, ok := l[corev1.ResourceMemory]; ok {
-		r.Memory = q.Value()
-	}
-	if q, ok := l[corev1.ResourcePods]; ok {
-		r.Pods = q.Value()
+	for name, q := range l {
+		switch name {
+		case corev1.ResourceCPU:
+			r.MilliCPU = q.MilliValue()
+		case corev1.ResourceMemory:
+			r.Memory = q.Value()
+		case corev1.ResourcePods:
+			r.Pods = q.Value()
+		default:
+			if q.IsZero() {
+				continue
+			}
+			if r.Scalar == nil {
+				r.Scalar = map[corev1.ResourceName]int64{}
+			}
+			r.Scalar[name] = q.Value()
+		}
 	}
 	return r
 }
@@ -97,6 +161,24 @@ type Member struct {
 	// Constraints are the pod's node selector, required node affinity and
 	// tolerations; candidate nodes must satisfy every member's.
 	Constraints *Constraints
+	// Others are the other shared claims the pod mounts: a huddle placed
+	// fresh, or moved, must go where they live, or the member could never
+	// run with both.
+	Others []OtherClaim
+}
+
+// OtherClaim is another shared claim a member mounts, as far as the
+// placement of this claim's huddle cares.
+type OtherClaim struct {
+	// Key is namespace/name.
+	Key string
+	// Home is where that claim's huddle lives (or is moving to), "" if
+	// it has no home yet.
+	Home string
+	// FirstMember, when it has no home, names its member released first
+	// and not yet bound (see FirstInFlight): the home it will set is not
+	// known yet.
+	FirstMember string
 }
 
 // live: the member counts toward the huddle's home and demand.
@@ -112,11 +194,13 @@ type Constraints struct {
 
 // Owner is a workload that creates members.
 type Owner struct {
-	// MaxPods is how many pods it may run at once: Deployment replicas
-	// plus maxSurge (RollingUpdate), StatefulSet replicas, Job
-	// parallelism, ReplicaSet replicas.
+	// MaxPods is how many pods that mount the claim it may run at once:
+	// Deployment replicas plus maxSurge (RollingUpdate), StatefulSet
+	// replicas, Job parallelism, ReplicaSet replicas; 0 when its pods do
+	// not all mount the claim (a StatefulSet's volumeClaimTemplates, a
+	// generic ephemeral volume), so only its members count.
 	MaxPods int64
-	// PerPod is the requests of one of its pods.
+	// PerPod is the requests of one of its pods, from its template.
 	PerPod Resources
 }
 
@@ -134,9 +218,14 @@ type Claim struct {
 	// attached or attaching to; Attached those with status.attached.
 	VolumeNodes []string
 	Attached    []string
-	// VolumeAffinity is the bound PV's node affinity (its zone).
+	// VolumeAffinity is the bound PV's node affinity (its zone), or for a
+	// claim not bound yet its StorageClass's allowedTopologies.
 	VolumeAffinity *corev1.NodeSelector
-	Headroom       Resources
+	// Driver is the CSI driver of the volume (the class's provisioner
+	// while unbound): a node at its attach limit for it cannot take the
+	// huddle unless the volume is already attached there.
+	Driver   string
+	Headroom Resources
 	// Members are all pods that mount the claim, including the one being
 	// decided.
 	Members []Member
@@ -165,6 +254,12 @@ type Node struct {
 	// are not done).
 	Allocatable Resources
 	Requested   Resources
+	// AttachLimit is, per CSI driver, how many of its volumes the node
+	// can have attached (its CSINode); a driver not listed has no limit.
+	// Attached counts, per driver, the volumes attached or attaching
+	// there (its VolumeAttachments).
+	AttachLimit map[string]int64
+	Attached    map[string]int64
 }
 
 // Free is what is left on the node.

@@ -115,21 +115,26 @@ func PinnedNode(pinnedBy string) string {
 }
 
 // Unpinned returns a pod's required node affinity without the requirement
-// huddle added (the last matchFields entry of each term for a one-node
-// pin, the last matchExpressions entry for candidates): the constraints
-// the pod's owner asked for, which any node the huddle moves to must meet.
+// huddle added: the constraints the pod's owner asked for, which any node
+// the huddle moves to must meet. Apply adds its requirement last in every
+// term, as matchFields metadata.name for one node (a home, a move target,
+// or a single candidate) and as a hostname matchExpression for several, so
+// only an entry of exactly that form is taken off; anything else is the
+// user's and is kept.
 func Unpinned(required *corev1.NodeSelector, pinnedBy string) *corev1.NodeSelector {
 	if required == nil || pinnedBy == "" {
 		return required
 	}
-	home := PinnedNode(pinnedBy) != ""
+	fields := pinnedOneNode(pinnedBy)
 	out := &corev1.NodeSelector{}
 	for _, t := range required.NodeSelectorTerms {
 		t = *t.DeepCopy()
-		if home && len(t.MatchFields) > 0 {
-			t.MatchFields = t.MatchFields[:len(t.MatchFields)-1]
-		} else if !home && len(t.MatchExpressions) > 0 {
-			t.MatchExpressions = t.MatchExpressions[:len(t.MatchExpressions)-1]
+		if fields {
+			if k := len(t.MatchFields); k > 0 && t.MatchFields[k-1].Key == metav1.ObjectNameField && t.MatchFields[k-1].Operator == corev1.NodeSelectorOpIn {
+				t.MatchFields = t.MatchFields[:k-1]
+			}
+		} else if k := len(t.MatchExpressions); k > 0 && t.MatchExpressions[k-1].Key == corev1.LabelHostname && t.MatchExpressions[k-1].Operator == corev1.NodeSelectorOpIn {
+			t.MatchExpressions = t.MatchExpressions[:k-1]
 		}
 		if len(t.MatchFields) == 0 && len(t.MatchExpressions) == 0 {
 			// The term was huddle's alone: the owner asked for nothing.
@@ -138,4 +143,14 @@ func Unpinned(required *corev1.NodeSelector, pinnedBy string) *corev1.NodeSelect
 		out.NodeSelectorTerms = append(out.NodeSelectorTerms, t)
 	}
 	return out
+}
+
+// pinnedOneNode: the pin recorded in pinnedBy went to one node, so Apply
+// wrote it as matchFields (see requirement).
+func pinnedOneNode(pinnedBy string) bool {
+	if PinnedNode(pinnedBy) != "" {
+		return true
+	}
+	_, nodes, ok := strings.Cut(pinnedBy, " candidates ")
+	return ok && !strings.Contains(nodes, ",")
 }

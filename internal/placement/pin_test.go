@@ -65,3 +65,64 @@ func TestApplyHoldKeepsGate(t *testing.T) {
 		t.Fatalf("release: %+v", rel)
 	}
 }
+
+// TestUnpinnedRoundTrip: whatever huddle pinned (a home, one candidate,
+// several), Unpinned gives back exactly the affinity the pod's owner wrote,
+// every term and every requirement of it.
+func TestUnpinnedRoundTrip(t *testing.T) {
+	expr := func(k string, v ...string) corev1.NodeSelectorRequirement {
+		return corev1.NodeSelectorRequirement{Key: k, Operator: corev1.NodeSelectorOpIn, Values: v}
+	}
+	field := func(v string) corev1.NodeSelectorRequirement {
+		return corev1.NodeSelectorRequirement{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{v}}
+	}
+	users := map[string]*corev1.NodeSelector{
+		"none":                     nil,
+		"one term, one expression": {NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{expr(corev1.LabelTopologyZone, "a")}}}},
+		"several terms": {NodeSelectorTerms: []corev1.NodeSelectorTerm{
+			{MatchExpressions: []corev1.NodeSelectorRequirement{expr(corev1.LabelTopologyZone, "a"), expr("pool", "gpu")}},
+			{MatchExpressions: []corev1.NodeSelectorRequirement{expr(corev1.LabelHostname, "host-n1", "host-n2")}},
+			{MatchFields: []corev1.NodeSelectorRequirement{field("n3")}},
+			{MatchExpressions: []corev1.NodeSelectorRequirement{expr("disk", "ssd")}, MatchFields: []corev1.NodeSelectorRequirement{field("n4")}},
+		}},
+	}
+	pins := map[string]Decision{
+		"home":            {Action: PinHome, Nodes: []string{"n1"}, Claim: "ns/data"},
+		"move target":     {Action: PinHome, Nodes: []string{"n2"}, Claim: "ns/data", Reason: ReasonMoveTarget},
+		"one candidate":   {Action: PinCandidates, Nodes: []string{"n1"}, Claim: "ns/data"},
+		"many candidates": {Action: PinCandidates, Nodes: []string{"n1", "n2", "n3"}, Claim: "ns/data"},
+	}
+	for uname, user := range users {
+		for pname, d := range pins {
+			t.Run(uname+"/"+pname, func(t *testing.T) {
+				p := gatedPod()
+				if user != nil {
+					p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: user.DeepCopy()}}
+				}
+				out := Apply(p, d, hostname)
+				got := Unpinned(out.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution, out.Annotations[AnnotationPinnedBy])
+				if !reflect.DeepEqual(tidy(got), tidy(user)) {
+					t.Fatalf("pinned-by %q: Unpinned gave %+v, want the owner's %+v", out.Annotations[AnnotationPinnedBy], got, user)
+				}
+			})
+		}
+	}
+}
+
+// tidy drops empty requirement lists, which mean the same as none.
+func tidy(s *corev1.NodeSelector) *corev1.NodeSelector {
+	if s == nil {
+		return nil
+	}
+	s = s.DeepCopy()
+	for i := range s.NodeSelectorTerms {
+		t := &s.NodeSelectorTerms[i]
+		if len(t.MatchExpressions) == 0 {
+			t.MatchExpressions = nil
+		}
+		if len(t.MatchFields) == 0 {
+			t.MatchFields = nil
+		}
+	}
+	return s
+}
