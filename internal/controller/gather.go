@@ -57,6 +57,9 @@ type Gatherer struct {
 	Reader  client.Reader
 	Scope   scope.Scope
 	Cluster *Cluster
+	// Recreating are the group/kinds of controllers known to recreate a
+	// pod huddle evicts or deletes (see RecreatingOwners).
+	Recreating map[string]bool
 }
 
 // ClaimFacts is a claim as gathered: placement's view plus the objects.
@@ -203,7 +206,8 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]
 		Running:     p.Status.Phase == corev1.PodRunning,
 		Done:        p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed,
 		Terminating: p.DeletionTimestamp != nil,
-		Controlled:  movable(p),
+		Controlled:  g.Recreating[ownerKind(p)],
+		OwnerKind:   ownerKind(p),
 		Requests:    Requests(p),
 		Constraints: &placement.Constraints{NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations},
 	}
@@ -230,14 +234,6 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, owners map[string]
 		owners[key] = owner
 	}
 	return m
-}
-
-// movable: the pod has a controller that would recreate it, pinned home,
-// if it were evicted. A DaemonSet's pod belongs to its node: evicting it
-// only brings it back there.
-func movable(p *corev1.Pod) bool {
-	ref := metav1.GetControllerOf(p)
-	return ref != nil && ref.Kind != "DaemonSet"
 }
 
 // owner finds the workload that creates the pod and how many pods it may

@@ -113,6 +113,7 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		want.Phase = huddlev1.PhaseMoving
 	}
 	setConditions(want, f.Key, a, atHome)
+	moveBlocked(want, hud.Annotations[AnnotationMoveBlocked])
 
 	if equality.Semantic.DeepEqual(&hud.Status, want) {
 		r.setPhase(f.Key, want.Phase)
