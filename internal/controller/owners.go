@@ -30,7 +30,7 @@ func RecreatingOwners(extra []string) (map[string]bool, error) {
 		if !found {
 			group, kind = "", k
 		}
-		if kind == "" || strings.Contains(kind, "/") || strings.ContainsAny(group, " ") || kind[0] < 'A' || kind[0] > 'Z' {
+		if kind == "" || strings.ContainsAny(kind, "/.") || strings.ContainsAny(group, " ") || kind[0] < 'A' || kind[0] > 'Z' {
 			return nil, fmt.Errorf("recreating owner %q: want group/Kind, e.g. apps.kruise.io/CloneSet", k)
 		}
 		set[groupKind(group, kind)] = true
