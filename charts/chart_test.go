@@ -50,6 +50,9 @@ func everyOption() map[string]any {
 		"leaderElection":        map[string]any{"leaseDuration": "30s", "renewDeadline": "20s", "retryPeriod": "5s"},
 		"maxEvictionsPerSecond": 0.5,
 		"maxMovesPerHour":       3,
+		"moveDeadline":          "20m",
+		"unschedulableDeadline": "90s",
+		"recreatingOwners":      []any{"apps.kruise.io/CloneSet", "argoproj.io/Rollout"},
 		"maxCandidates":         8,
 		"missingClaimGrace":     "1m0s",
 		"workers":               2,
@@ -263,6 +266,8 @@ func TestDefaults(t *testing.T) {
 		"--failover=false",
 		"--max-evictions-per-second=5",
 		"--max-moves-per-hour=6",
+		"--move-deadline=10m",
+		"--unschedulable-deadline=5m",
 		"--max-candidates=16",
 		"--missing-claim-grace=30s",
 		"--workers=4",
@@ -436,6 +441,7 @@ func TestEveryOption(t *testing.T) {
 	ps := d.Spec.Template.Spec
 	for _, a := range []string{"--cluster-wide", "--failover=true", "--manage-certs=false", "--pprof-bind-address=:6060",
 		"--max-evictions-per-second=0.5", "--max-moves-per-hour=3", "--max-candidates=8", "--missing-claim-grace=1m0s",
+		"--move-deadline=20m", "--unschedulable-deadline=90s", "--recreating-owners=apps.kruise.io/CloneSet,argoproj.io/Rollout",
 		"--workers=2", "--kube-api-qps=50", "--kube-api-burst=80", "--zap-log-level=2",
 		"--leader-elect-lease-duration=30s", "--leader-elect-renew-deadline=20s", "--leader-elect-retry-period=5s"} {
 		if !slices.Contains(c.Args, a) {

@@ -57,6 +57,7 @@ func huddleClusterGrants(failover, manageCerts bool) []string {
 	g = append(g, expand("/persistentvolumeclaims /persistentvolumes /namespaces", "get,list,watch")...)
 	g = append(g, expand("storage.k8s.io/volumeattachments storage.k8s.io/csidrivers storage.k8s.io/csinodes storage.k8s.io/storageclasses", "get,list,watch")...)
 	g = append(g, expand("apps/deployments apps/replicasets apps/statefulsets batch/jobs", "get,list,watch")...)
+	g = append(g, expand("policy/poddisruptionbudgets", "get,list,watch")...)
 	g = append(g, expand("/events", "create,patch")...)
 	g = append(g, expand("huddle.io/huddles", "get,list,watch,create,update")...)
 	g = append(g, "huddle.io/huddles/status update")

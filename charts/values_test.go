@@ -25,6 +25,9 @@ func TestSchemaRejects(t *testing.T) {
 		{"misspelt nested key", map[string]any{"certManager": map[string]any{"enable": true}}, []string{"/certManager", "enable"}},
 		{"unknown log level", map[string]any{"logLevel": "verbose"}, []string{"/logLevel"}},
 		{"not a duration", map[string]any{"missingClaimGrace": "30"}, []string{"/missingClaimGrace"}},
+		{"no move deadline", map[string]any{"moveDeadline": "0"}, []string{"/moveDeadline"}},
+		{"unschedulable deadline not a duration", map[string]any{"unschedulableDeadline": "5"}, []string{"/unschedulableDeadline"}},
+		{"recreating owner as kind.group", map[string]any{"recreatingOwners": []any{"CloneSet.apps.kruise.io"}}, []string{"/recreatingOwners/0"}},
 		{"webhook timeout above the API server's 30 s", map[string]any{"webhook": map[string]any{"timeoutSeconds": 31}}, []string{"/webhook/timeoutSeconds"}},
 		{"zero workers", map[string]any{"workers": 0}, []string{"/workers"}},
 		{"extra arg not a flag", map[string]any{"extraArgs": []any{"cluster-wide"}}, []string{"/extraArgs/0"}},
@@ -65,6 +68,7 @@ func TestSchemaAccepts(t *testing.T) {
 		{"missingClaimGrace": "1m30s", "leaderElection": map[string]any{"leaseDuration": "20s"}},
 		{"podDisruptionBudget": map[string]any{"minAvailable": "50%"}},
 		{"logLevel": "debug"},
+		{"unschedulableDeadline": "90s", "moveDeadline": "1h", "recreatingOwners": []any{"apps.kruise.io/CloneSet", "Pod"}},
 		{"resources": map[string]any{"requests": map[string]any{"cpu": 1, "memory": "1.5Gi"}}},
 		{"global": map[string]any{"anything": true}},
 	} {

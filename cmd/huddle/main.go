@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -67,7 +68,10 @@ func main() {
 		workers         = flag.Int("workers", 4, "concurrent reconciles per controller")
 		failover        = flag.Bool("failover", false, "fence a NotReady home node that the cloud reports shut down (taint "+controller.TaintShutdown+") with node.kubernetes.io/out-of-service, so its volumes detach at once instead of after 6 minutes; never an unreachable one")
 		evictionRate    = flag.Float64("max-evictions-per-second", 5, "cluster-wide limit of repair's evictions (each huddle also has its own: a burst of 10, then one per 2s)")
-		movesPerHour    = flag.Int("max-moves-per-hour", 6, "most whole-huddle moves (spec.move: WhenStuck) of one huddle per hour")
+		movesPerHour    = flag.Int("max-moves-per-hour", 6, "most whole-huddle moves (spec.move: WhenStuck) of one huddle per hour (0: no moves)")
+		moveDeadline    = flag.Duration("move-deadline", 10*time.Minute, "how long a whole-huddle move may take from its start; an unfinished move is then abandoned and the huddle comes together where its members run")
+		stuckDeadline   = flag.Duration("unschedulable-deadline", 5*time.Minute, "how long a pod huddle pinned may stay Unschedulable before it is deleted (if its controller recreates it) and its replacement placed again; a pod pinned to a full home in use waits there (the move's job) and is only reported")
+		recreating      = flag.String("recreating-owners", "", "comma-separated controller kinds (group/Kind, e.g. apps.kruise.io/CloneSet) besides ReplicaSet and StatefulSet that recreate a pod huddle evicts; pods of other owners (Jobs, DaemonSets, bare pods, pipeline and batch operators) are never evicted, only reported")
 		pprofAddr       = flag.String("pprof-bind-address", "", "address of the pprof endpoints (off if empty)")
 		qps             = flag.Float64("kube-api-qps", 100, "steady rate of requests to the API server")
 		burst           = flag.Int("kube-api-burst", 200, "requests to the API server allowed in a burst above --kube-api-qps")
@@ -82,6 +86,10 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	if *moveDeadline <= 0 || *stuckDeadline <= 0 || *movesPerHour < 0 {
+		log.Error(errors.New("--move-deadline and --unschedulable-deadline must be positive, --max-moves-per-hour at least 0"), "invalid flags")
+		os.Exit(2)
+	}
 	// Out of a cluster (--webhook-url) several huddles may share a machine:
 	// each keeps its certificate in a directory of its own.
 	tempCertDir := *webhookURL != "" && !flagSet("cert-dir")
@@ -94,6 +102,7 @@ func main() {
 		missingGrace: *missingGrace, maxCandidates: *maxCandidates, workers: *workers, certRotateCheck: *certRotateCheck,
 		qps: float32(*qps), burst: *burst, failover: *failover, evictionsPerSecond: *evictionRate,
 		maxMovesPerHour: *movesPerHour, pprofAddr: *pprofAddr,
+		moveDeadline: *moveDeadline, unschedulableDeadline: *stuckDeadline, recreatingOwners: splitList(*recreating),
 	}); err != nil {
 		log.Error(err, "huddle stopped")
 		os.Exit(1)
@@ -119,6 +128,8 @@ type runConfig struct {
 	evictionsPerSecond                          float64
 	maxMovesPerHour                             int
 	pprofAddr                                   string
+	moveDeadline, unschedulableDeadline         time.Duration
+	recreatingOwners                            []string
 }
 
 func run(c runConfig) error {
@@ -196,7 +207,8 @@ func run(c runConfig) error {
 
 	sc := scope.Scope{ClusterWide: c.clusterWide, NamespaceLabelRequired: c.requireLabel, Excluded: []string{c.namespace}}
 	if err := controller.Setup(ctx, mgr, controller.Options{Scope: sc, MissingClaimGrace: c.missingGrace, MaxCandidates: c.maxCandidates, Workers: c.workers,
-		EvictionsPerSecond: c.evictionsPerSecond, Failover: c.failover, MaxMovesPerHour: c.maxMovesPerHour}); err != nil {
+		EvictionsPerSecond: c.evictionsPerSecond, Failover: c.failover, MaxMovesPerHour: c.maxMovesPerHour,
+		MoveDeadline: c.moveDeadline, UnschedulableDeadline: c.unschedulableDeadline, RecreatingOwners: c.recreatingOwners}); err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
 	}
 	// The webhook reads namespaces and claims from the cache only: start
@@ -276,6 +288,17 @@ func flagSet(name string) bool {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func envOr(name, def string) string {

@@ -60,6 +60,9 @@ type Gatherer struct {
 	Cluster *Cluster
 	// Clock is the controllers' one clock (FakeClock in tests).
 	Clock clock.Clock
+	// Recreating are the group/kinds of controllers known to recreate a
+	// pod huddle evicts or deletes (see RecreatingOwners).
+	Recreating map[string]bool
 }
 
 // ClaimFacts is a claim as gathered: placement's view plus the objects.
@@ -299,7 +302,8 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, claim string, owne
 		Running:     p.Status.Phase == corev1.PodRunning,
 		Done:        p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed,
 		Terminating: p.DeletionTimestamp != nil,
-		Controlled:  movable(p),
+		Controlled:  g.Recreating[ownerKind(p)],
+		OwnerKind:   ownerKind(p),
 		Requests:    Requests(p),
 		Constraints: &placement.Constraints{NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations},
 	}
@@ -342,14 +346,6 @@ func templateMounts(t *corev1.PodTemplateSpec, claim string) bool {
 		}
 	}
 	return false
-}
-
-// movable: the pod has a controller that would recreate it, pinned home,
-// if it were evicted. A DaemonSet's pod belongs to its node: evicting it
-// only brings it back there.
-func movable(p *corev1.Pod) bool {
-	ref := metav1.GetControllerOf(p)
-	return ref != nil && ref.Kind != "DaemonSet"
 }
 
 // owner finds the workload that creates the pod, how many pods it may run

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -22,7 +23,7 @@ import (
 	"github.com/huddle-io/huddle/internal/scope"
 )
 
-const ns = "apps"
+const gatherNS = "apps"
 
 func fakeGatherer(t *testing.T, objs ...client.Object) *Gatherer {
 	t.Helper()
@@ -41,7 +42,7 @@ func fakeGatherer(t *testing.T, objs ...client.Object) *Gatherer {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
 		cluster.setNode(node)
 	}
-	return &Gatherer{Reader: c, Scope: scope.Scope{ClusterWide: true}, Cluster: cluster}
+	return &Gatherer{Reader: c, Scope: scope.Scope{ClusterWide: true}, Cluster: cluster, Clock: clock.RealClock{}}
 }
 
 // sharedClaim is a claim bound to an EBS-like CSI volume.
@@ -50,14 +51,14 @@ func sharedClaim(name string) []client.Object {
 		AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 		PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "ebs.csi.aws.com", VolumeHandle: name}},
 	}}
-	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.PersistentVolumeClaimSpec{
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: gatherNS, Name: name}, Spec: corev1.PersistentVolumeClaimSpec{
 		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, VolumeName: pv.Name,
 	}}
 	return []client.Object{pv, pvc}
 }
 
 func podOf(name, node string, owner *metav1.OwnerReference, claims ...string) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name)}, Spec: corev1.PodSpec{NodeName: node,
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: gatherNS, Name: name, UID: types.UID("uid-" + name)}, Spec: corev1.PodSpec{NodeName: node,
 		Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}}}}}}
 	if owner != nil {
 		p.OwnerReferences = []metav1.OwnerReference{*owner}
@@ -81,7 +82,7 @@ func controllerRef(kind, name string) *metav1.OwnerReference {
 // mounted by one of its pods, so its owner counts that pod, not every
 // replica; a claim its template mounts counts every replica.
 func TestOwnerDemandPerClaim(t *testing.T) {
-	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web", UID: "uid-StatefulSetweb"}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](50),
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: gatherNS, Name: "web", UID: "uid-StatefulSetweb"}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](50),
 		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
 			Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}}}},
 			Volumes:    []corev1.Volume{{Name: "shared", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "shared"}}}},
@@ -91,7 +92,7 @@ func TestOwnerDemandPerClaim(t *testing.T) {
 	objs = append(objs, sharedClaim("shared")...)
 	g := fakeGatherer(t, objs...)
 	for claim, want := range map[string]int64{"data-web-0": 0, "shared": 50} {
-		f, err := g.Claim(context.Background(), ns, claim)
+		f, err := g.Claim(context.Background(), gatherNS, claim)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +118,7 @@ func TestOthersGathered(t *testing.T) {
 	objs = append(objs, sharedClaim("b")...)
 	objs = append(objs, sharedClaim("c")...)
 	g := fakeGatherer(t, objs...)
-	f, err := g.Claim(context.Background(), ns, "b")
+	f, err := g.Claim(context.Background(), gatherNS, "b")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,10 +126,10 @@ func TestOthersGathered(t *testing.T) {
 	for _, m := range f.Members {
 		got[m.Name] = m.Others
 	}
-	if o := got["b-0"]; len(o) != 1 || o[0] != (placement.OtherClaim{Key: ns + "/a", Home: "n2"}) {
+	if o := got["b-0"]; len(o) != 1 || o[0] != (placement.OtherClaim{Key: gatherNS + "/a", Home: "n2"}) {
 		t.Errorf("b-0 others %+v, want a at home n2", o)
 	}
-	if o := got["b-1"]; len(o) != 1 || o[0] != (placement.OtherClaim{Key: ns + "/c", FirstMember: "c-0"}) {
+	if o := got["b-1"]; len(o) != 1 || o[0] != (placement.OtherClaim{Key: gatherNS + "/c", FirstMember: "c-0"}) {
 		t.Errorf("b-1 others %+v, want c with first member c-0", o)
 	}
 }
@@ -200,7 +201,7 @@ func TestAllowedTopologies(t *testing.T) {
 	class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "gp3-b"}, Provisioner: "ebs.csi.aws.com",
 		VolumeBindingMode: ptr.To(storagev1.VolumeBindingWaitForFirstConsumer),
 		AllowedTopologies: []corev1.TopologySelectorTerm{{MatchLabelExpressions: []corev1.TopologySelectorLabelRequirement{{Key: corev1.LabelTopologyZone, Values: []string{"b"}}}}}}
-	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: gatherNS, Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
 		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To("gp3-b")}}
 	pod := gatedPod(podOf("p", "", nil, "data"))
 	g := fakeGatherer(t, class, pvc, pod)

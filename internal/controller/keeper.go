@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -41,8 +42,17 @@ type Keeper struct {
 	// huddle's own limiter.
 	Evictions *rate.Limiter
 	PerHuddle func() *rate.Limiter
-	// MinMoveInterval is the least time between two moves of a huddle.
+	// MinMoveInterval is the least time between two moves of a huddle
+	// (below zero: moves are off).
 	MinMoveInterval time.Duration
+	// MoveDeadline bounds a whole move: an unfinished move is abandoned
+	// after it (0: no bound).
+	MoveDeadline time.Duration
+	// UnschedulableDeadline is how long a pinned member may stay
+	// Unschedulable before it is replaced (see placement.PlanStuck).
+	UnschedulableDeadline time.Duration
+	// Clock is the keeper's time (a FakeClock in tests).
+	Clock clock.Clock
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter // claim key -> limiter
@@ -98,13 +108,18 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 			after = minPositive(after, wait)
 			continue
 		}
-		wait, err := r.evict(ctx, f.Huddle, pod, a)
+		wait, err := r.evict(ctx, f.Huddle, pod, a.Why, "EvictedAwayFromHome",
+			fmt.Sprintf("Evicted %s: %s; its replacement is pinned home", pod.Name, a.Why))
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		after = minPositive(after, wait)
 	}
-	return ctrl.Result{RequeueAfter: minPositive(after, moveCheck)}, nil
+	stuckCheck, err := r.replaceStuck(ctx, f, pods, report)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: minPositive(minPositive(after, moveCheck), stuckCheck)}, nil
 }
 
 // defaultMoveAfter is spec.moveAfter's default.
@@ -116,13 +131,21 @@ const defaultMoveAfter = 5 * time.Minute
 // again (0: no need).
 func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error) {
 	hud := f.Huddle
-	in := placement.MoveInput{Claim: &f.Claim, Now: time.Now(), WhenStuck: hud.Spec.Move == huddlev1.MoveWhenStuck,
-		After: defaultMoveAfter, MinInterval: r.MinMoveInterval}
+	in := placement.MoveInput{Claim: &f.Claim, Now: r.Clock.Now(), WhenStuck: hud.Spec.Move == huddlev1.MoveWhenStuck,
+		After: defaultMoveAfter, MinInterval: r.MinMoveInterval, Deadline: r.MoveDeadline,
+		Report: hud.Spec.Repair == huddlev1.RepairReport}
 	if hud.Spec.MoveAfter != nil {
 		in.After = hud.Spec.MoveAfter.Duration
 	}
 	if mv := hud.Status.LastMove; mv != nil {
 		in.LastStarted = mv.Started.Time
+	}
+	if in.WhenStuck && f.MoveTarget == "" {
+		budgets, err := r.budgets(ctx, f)
+		if err != nil {
+			return 0, err
+		}
+		in.Budgets = budgets
 	}
 	var plan placement.MovePlan
 	var home string
@@ -144,6 +167,10 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 			again = minPositive(again, 5*time.Second)
 		}
 	}
+	if err := r.markBlocked(ctx, f, plan); err != nil {
+		return 0, err
+	}
+	hud = f.Huddle
 	if plan.Action == placement.MoveNone {
 		return again, nil
 	}
@@ -182,23 +209,29 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 	return minPositive(again, 5*time.Second), nil
 }
 
-// evict evicts one member. A refusal (429) is recorded on the pod and the
-// Huddle and retried after a growing backoff, returned as wait.
-func (r *Keeper) evict(ctx context.Context, hud *huddlev1.Huddle, pod *corev1.Pod, a placement.Away) (time.Duration, error) {
+// evict evicts one member through the Eviction API, so budgets apply,
+// with a precondition on its UID: a StatefulSet reuses its pods' names,
+// and the pod decided on must not be confused with its replacement. On
+// success reason and msg are the events of the pod and the Huddle. A
+// refusal (429) is recorded on the pod (after why) and the Huddle and
+// retried after a growing backoff, returned as wait.
+func (r *Keeper) evict(ctx context.Context, hud *huddlev1.Huddle, pod *corev1.Pod, why, reason, msg string) (time.Duration, error) {
 	logger := log.FromContext(ctx).WithValues("pod", client.ObjectKeyFromObject(pod))
 	key := pod.Namespace + "/" + pod.Name
-	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}}
+	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
+		DeleteOptions: &metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(pod.UID))}}
 	err := r.Client.SubResource("eviction").Create(ctx, pod, ev)
 	switch {
 	case err == nil:
 		r.clearBlocked(key)
 		evictions.WithLabelValues("evicted").Inc()
-		msg := fmt.Sprintf("Evicted %s: %s; its replacement is pinned home", pod.Name, a.Why)
-		r.Recorder.Event(pod, corev1.EventTypeNormal, "EvictedAwayFromHome", msg)
-		r.Recorder.Event(hud, corev1.EventTypeNormal, "EvictedAwayFromHome", msg)
-		logger.Info("Evicted member away from home", "node", a.Node)
+		r.Recorder.Event(pod, corev1.EventTypeNormal, reason, msg)
+		r.Recorder.Event(hud, corev1.EventTypeNormal, reason, msg)
+		logger.Info("Evicted member", "reason", reason, "node", pod.Spec.NodeName)
 		return 0, nil
-	case apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		// Gone, or replaced by a pod of the same name (the UID differs):
+		// the watch brings the new one.
 		r.clearBlocked(key)
 		return 0, nil
 	case apierrors.IsTooManyRequests(err):
@@ -206,9 +239,9 @@ func (r *Keeper) evict(ctx context.Context, hud *huddlev1.Huddle, pod *corev1.Po
 		wait := min(evictionBackoff<<min(n-1, 10), evictionBackoffMax)
 		evictions.WithLabelValues("refused").Inc()
 		msg := fmt.Sprintf("eviction refused, retrying in %s: %s", wait, apiMessage(err))
-		r.annotate(ctx, pod, a.Why+"; "+msg, "")
+		r.annotate(ctx, pod, why+"; "+msg, "")
 		if n == 1 {
-			r.Recorder.Event(hud, corev1.EventTypeWarning, "EvictionRefused", fmt.Sprintf("Cannot evict %s, %s: %s (retrying with backoff)", pod.Name, a.Why, apiMessage(err)))
+			r.Recorder.Event(hud, corev1.EventTypeWarning, "EvictionRefused", fmt.Sprintf("Cannot evict %s, %s: %s (retrying with backoff)", pod.Name, why, apiMessage(err)))
 		}
 		logger.V(1).Info("Eviction refused", "err", err, "retryAfter", wait)
 		return wait, nil

@@ -33,6 +33,10 @@ var (
 		Name: "huddle_moves_total",
 		Help: "Whole-huddle moves by step (Start, Retarget, Finish, Abandon).",
 	}, []string{"action"})
+	stuckReplaced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "huddle_stuck_members_replaced_total",
+		Help: "Pinned members that could not bind, deleted so that their controller recreates them and huddle places them again.",
+	})
 	recovery = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "huddle_recovery_seconds",
 		Help:    "Time from a huddle leaving Huddled (a disruption) to every member running at home again.",
@@ -41,5 +45,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(placementLatency, decisions, huddlesByPhase, evictions, fences, moves, recovery)
+	metrics.Registry.MustRegister(placementLatency, decisions, huddlesByPhase, evictions, fences, moves, stuckReplaced, recovery)
 }

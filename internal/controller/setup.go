@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -57,10 +58,42 @@ type Options struct {
 	EvictionsPerSecond float64
 	// Failover fences shut-down home nodes with the out-of-service taint.
 	Failover bool
-	// MaxMovesPerHour caps each huddle's moves.
+	// MaxMovesPerHour caps each huddle's moves (0: no moves).
 	MaxMovesPerHour int
 	// Clock is the one clock of every controller (nil: the real one).
 	Clock clock.Clock
+	// MoveDeadline bounds a whole move; an unfinished move is abandoned
+	// after it.
+	MoveDeadline time.Duration
+	// UnschedulableDeadline is how long a pinned member may stay
+	// Unschedulable before it is replaced (see placement.PlanStuck).
+	UnschedulableDeadline time.Duration
+	// RecreatingOwners are controller kinds ("group/Kind"), besides
+	// ReplicaSet and StatefulSet, known to recreate the pods huddle
+	// evicts; only such pods are evicted or replaced.
+	RecreatingOwners []string
+}
+
+// minMoveInterval is the least time between two moves of a huddle for a
+// cap of perHour moves an hour (below zero, for 0: moves are off).
+func minMoveInterval(perHour int) time.Duration {
+	if perHour <= 0 {
+		return -1
+	}
+	return time.Hour / time.Duration(perHour)
+}
+
+// newKeeper makes the repair controller's reconciler from the options.
+func newKeeper(c client.Client, g *Gatherer, rec record.EventRecorder, clk clock.Clock, o Options) *Keeper {
+	return &Keeper{Client: c, Gatherer: g, Recorder: rec, Clock: clk,
+		Evictions: rate.NewLimiter(rate.Limit(o.EvictionsPerSecond), max(1, int(o.EvictionsPerSecond*2))),
+		PerHuddle: func() *rate.Limiter {
+			return rate.NewLimiter(rate.Every(perHuddleEvictionEvery), perHuddleEvictionBurst)
+		},
+		MinMoveInterval:       minMoveInterval(o.MaxMovesPerHour),
+		MoveDeadline:          o.MoveDeadline,
+		UnschedulableDeadline: o.UnschedulableDeadline,
+	}
 }
 
 // Per-huddle eviction limits: a burst for a split huddle, then one every
@@ -132,13 +165,17 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		}
 		cluster.TrackSync(reg.HasSynced)
 	}
-	g := &Gatherer{Reader: mgr.GetClient(), Scope: o.Scope, Cluster: cluster, Clock: clk}
+	recreating, err := RecreatingOwners(o.RecreatingOwners)
+	if err != nil {
+		return err
+	}
+	g := &Gatherer{Reader: mgr.GetClient(), Scope: o.Scope, Cluster: cluster, Clock: clk, Recreating: recreating}
 	workers := max(o.Workers, 1)
 	m := &mapper{reader: mgr.GetClient()}
 
 	placer := &Placer{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk,
 		MissingClaimGrace: o.MissingClaimGrace, MaxCandidates: o.MaxCandidates}
-	err := ctrl.NewControllerManagedBy(mgr).Named("placement").
+	err = ctrl.NewControllerManagedBy(mgr).Named("placement").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.gatedPeers)).
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfAttachment)).
@@ -149,11 +186,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return err
 	}
-	keeper := &Keeper{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"),
-		Evictions: rate.NewLimiter(rate.Limit(o.EvictionsPerSecond), max(1, int(o.EvictionsPerSecond*2))),
-		PerHuddle: func() *rate.Limiter {
-			return rate.NewLimiter(rate.Every(perHuddleEvictionEvery), perHuddleEvictionBurst)
-		}}
+	keeper := newKeeper(mgr.GetClient(), g, mgr.GetEventRecorderFor("huddle"), clk, o)
 	err = ctrl.NewControllerManagedBy(mgr).Named("repair").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.claimsOfPod)).
 		Watches(&huddlev1.Huddle{}, &handler.EnqueueRequestForObject{}).

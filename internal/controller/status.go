@@ -116,6 +116,7 @@ func (r *Status) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		want.Phase = huddlev1.PhaseMoving
 	}
 	setConditions(want, f.Key, a, atHome, r.Clock.Now())
+	moveBlocked(want, hud.Annotations[AnnotationMoveBlocked])
 
 	if equality.Semantic.DeepEqual(&hud.Status, want) {
 		r.setPhase(f.Key, want.Phase)

@@ -151,10 +151,15 @@ type Member struct {
 	// Terminating: deletion requested; still holds its node and volume.
 	Terminating bool
 	Requests    Resources
-	// Controlled: the pod has a controller (ownerReference with
-	// controller: true) that recreates it elsewhere if it is evicted (not
-	// a DaemonSet, whose pods belong to their node).
+	// Controlled: the pod's controller is of a kind known to recreate an
+	// evicted or deleted pod (a ReplicaSet, a StatefulSet, or a kind the
+	// operator listed), so huddle may evict it and its replacement is
+	// gated and placed again. Not a DaemonSet (its pods belong to their
+	// node), not a Job (an eviction counts against its backoffLimit).
 	Controlled bool
+	// OwnerKind is the group/kind of the pod's controller ("apps/ReplicaSet",
+	// "batch/Job"; "" for a bare pod), to say why a member is not evicted.
+	OwnerKind string
 	// Owner is the key of the workload that creates this pod (a
 	// Deployment, StatefulSet, Job or bare ReplicaSet), "" for none.
 	Owner string

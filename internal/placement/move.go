@@ -3,6 +3,7 @@ package placement
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -34,8 +35,28 @@ type MoveInput struct {
 	After     time.Duration
 	// LastStarted is when the last move began (zero if never);
 	// MinInterval the least time between two moves (the per-hour cap).
+	// MinInterval below zero turns moves off (--max-moves-per-hour=0).
 	LastStarted time.Time
 	MinInterval time.Duration
+	// Deadline bounds a whole move, from its start: an unfinished move is
+	// abandoned after it (0: no deadline).
+	Deadline time.Duration
+	// Report is the Huddle's spec.repair: Report: members are never
+	// evicted, so a move could not even begin.
+	Report bool
+	// Budgets are the PodDisruptionBudgets that cover members.
+	Budgets []Budget
+}
+
+// Budget is a PodDisruptionBudget as a move sees it.
+type Budget struct {
+	Name string
+	// Healthy and Desired are the budget's status.currentHealthy and
+	// status.desiredHealthy; Members the Ready members it covers, which a
+	// move must all evict before any replacement can become Ready (the
+	// volume stays attached at the old home until they are gone).
+	Healthy, Desired int32
+	Members          int32
 }
 
 // MovePlan is PlanMove's answer.
@@ -43,6 +64,9 @@ type MovePlan struct {
 	Action  MoveAction
 	Target  string
 	Message string
+	// Blocked: a move is wanted but could not finish, so it is not
+	// started; Message says why and what to change.
+	Blocked bool
 }
 
 // PlanMove decides whether a huddle moves, whole, to another node. A move
@@ -68,6 +92,9 @@ func PlanMove(in MoveInput) MovePlan {
 	if stuck == "" {
 		return MovePlan{}
 	}
+	if in.MinInterval < 0 {
+		return MovePlan{Message: fmt.Sprintf("member %s is stuck at home %s, but moves are off (--max-moves-per-hour=0)", stuck, home)}
+	}
 	if !in.LastStarted.IsZero() && in.Now.Sub(in.LastStarted) < in.MinInterval {
 		return MovePlan{Message: fmt.Sprintf("member %s is stuck at home %s, but the last move began %s ago; moves are at most one per %s",
 			stuck, home, in.Now.Sub(in.LastStarted).Round(time.Second), in.MinInterval)}
@@ -76,8 +103,35 @@ func PlanMove(in MoveInput) MovePlan {
 	if target == "" {
 		return MovePlan{Message: fmt.Sprintf("member %s is stuck at home %s and no other node fits the whole huddle (%s)", stuck, home, format(Demand([]*Claim{c})))}
 	}
+	if why := blockers(in, home); why != "" {
+		return MovePlan{Blocked: true, Target: target, Message: fmt.Sprintf("member %s is stuck at home %s and %s would fit the whole huddle, but the move could not finish, so it is not started: %s",
+			stuck, home, target, why)}
+	}
 	return MovePlan{Action: MoveStart, Target: target,
 		Message: fmt.Sprintf("member %s has been unschedulable at home %s for over %s; moving the whole huddle (%s) to %s, where it fits", stuck, home, in.After, format(Demand([]*Claim{c})), target)}
+}
+
+// blockers says why a move from home could not finish ("" if it can):
+// a move evicts every member and needs each one recreated at the target.
+func blockers(in MoveInput, home string) string {
+	var why []string
+	if in.Report {
+		why = append(why, "spec.repair is Report, so huddle evicts no member; set it to Evict to allow the move")
+	}
+	for i := range in.Claim.Members {
+		m := &in.Claim.Members[i]
+		if m.live() && !m.Terminating && !m.Gated && !m.Controlled {
+			why = append(why, fmt.Sprintf("member %s would not be recreated at the target: %s", m.Name, notRecreated(m)))
+		}
+	}
+	for _, b := range in.Budgets {
+		if b.Members == 0 || b.Healthy-b.Members >= b.Desired {
+			continue
+		}
+		why = append(why, fmt.Sprintf("PodDisruptionBudget %s keeps %d pods healthy, but the move must evict its %d Ready members at %s before any replacement can become Ready (the volume stays at %s until they are gone), leaving %d; lower its minAvailable or raise its maxUnavailable to allow the move",
+			b.Name, b.Desired, b.Members, home, home, max(b.Healthy-b.Members, 0)))
+	}
+	return strings.Join(why, "; ")
 }
 
 func planMoving(in MoveInput) MovePlan {
@@ -95,6 +149,15 @@ func planMoving(in MoveInput) MovePlan {
 	}
 	if live > 0 && there == live {
 		return MovePlan{Action: MoveFinish, Target: to, Message: fmt.Sprintf("all %d members run at %s", live, to)}
+	}
+	if took := in.Now.Sub(in.LastStarted); in.Deadline > 0 && !in.LastStarted.IsZero() && took >= in.Deadline {
+		// Abandoned, the huddle's home is again where its members are
+		// bound (the volume's node if they are on both): members away
+		// from it are evicted by repair and pinned there, and members
+		// still waiting for the target are replaced (PlanStuck).
+		return MovePlan{Action: MoveAbandon, Target: to, Message: fmt.Sprintf(
+			"the move to %s did not finish within %s (%d of %d members run there); abandoned: the huddle's home is again the node its members are bound to (the volume's node if they are on both), members bound elsewhere are evicted and pinned there, and members pinned to %s that never bound are replaced once unschedulable past the deadline unless %s is that home",
+			to, in.Deadline, there, live, to, to)}
 	}
 	if why := unavailable(in.Nodes.Get(to)); why != "" {
 		return retarget(c, in.Nodes, to, fmt.Sprintf("target %s %s", to, why))

@@ -64,6 +64,87 @@ func TestPlanMove(t *testing.T) {
 	}
 }
 
+// TestMoveNotStartedUnlessItCanFinish: a move evicts every member and
+// needs each recreated at the target; with a member that would not be
+// recreated, spec.repair: Report, or a budget that cannot allow every
+// eviction before a replacement is Ready, it is refused, saying why.
+func TestMoveNotStartedUnlessItCanFinish(t *testing.T) {
+	nodes := func() nodeList {
+		return nodeList{node("n1").used(1500 + 1600 + 500), node("n2").used(3000), node("n3")}
+	}
+	base := func(extra ...Member) Claim {
+		c := claim("ns/data", bound("a", "n1").controlled().running(), bound("b", "n1").controlled().running(), bound("c", "n1").controlled().running(),
+			stuck("d", "n1", 10*time.Minute))
+		c.Members = append(c.Members, extra...)
+		return c
+	}
+	for _, tc := range []struct {
+		name      string
+		claim     Claim
+		report    bool
+		budgets   []Budget
+		blocked   bool
+		inMessage string
+	}{
+		{"every member recreated, no budget: start", base(), false, nil, false, "moving the whole huddle"},
+		{"a bare pod member", base(bound("bare", "n1").running()), false, nil, true, "member bare would not be recreated at the target: it has no controller"},
+		{"a DaemonSet's pod", base(bound("ds", "n1").running().ownerKind("apps/DaemonSet")), false, nil, true, "DaemonSet"},
+		{"a Job's pod", base(bound("job", "n1").running().ownerKind("batch/Job")), false, nil, true, "backoffLimit"},
+		{"a done Job pod holds nothing", base(Member{Name: "job-done", Node: "n1", Done: true, OwnerKind: "batch/Job"}), false, nil, false, "moving the whole huddle"},
+		{"spec.repair: Report", base(), true, nil, true, "spec.repair is Report"},
+		{"a budget that keeps 3 of the 3 Ready members", base(), false, []Budget{{Name: "app", Healthy: 3, Desired: 3, Members: 3}}, true,
+			"PodDisruptionBudget app keeps 3 pods healthy, but the move must evict its 3 Ready members at n1"},
+		{"a budget that keeps 1 still blocks: the last eviction never comes", base(), false, []Budget{{Name: "app", Healthy: 3, Desired: 1, Members: 3}}, true,
+			"leaving 0"},
+		{"a budget met by other healthy pods it covers", base(), false, []Budget{{Name: "tier", Healthy: 6, Desired: 3, Members: 3}}, false, "moving the whole huddle"},
+		{"a budget of minAvailable 0", base(), false, []Budget{{Name: "app", Healthy: 3, Desired: 0, Members: 3}}, false, "moving the whole huddle"},
+		{"a budget over no member", base(), false, []Budget{{Name: "other", Healthy: 1, Desired: 1}}, false, "moving the whole huddle"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := MoveInput{Claim: &tc.claim, Nodes: nodes(), Now: t0, WhenStuck: true, After: 5 * time.Minute, MinInterval: 10 * time.Minute,
+				Report: tc.report, Budgets: tc.budgets}
+			p := PlanMove(in)
+			wantAction := MoveStart
+			if tc.blocked {
+				wantAction = MoveNone
+			}
+			if p.Action != wantAction || p.Blocked != tc.blocked || !strings.Contains(p.Message, tc.inMessage) {
+				t.Fatalf("got %q blocked=%v (%s); want %q blocked=%v (~%q)", p.Action, p.Blocked, p.Message, wantAction, tc.blocked, tc.inMessage)
+			}
+		})
+	}
+}
+
+// TestMoveDeadline: an unfinished move is abandoned once its deadline
+// passes, whatever stage it is at; moves can be turned off.
+func TestMoveDeadline(t *testing.T) {
+	nodes := nodeList{node("n1"), node("n2"), node("n3")}
+	c := claim("ns/data", bound("a", "n1").controlled().running(), bound("b", "n3").controlled())
+	c.MoveTarget = "n3"
+	in := MoveInput{Claim: &c, Nodes: nodes, Now: t0, WhenStuck: true, After: 5 * time.Minute, Deadline: 10 * time.Minute}
+	in.LastStarted = t0.Add(-9 * time.Minute)
+	if p := PlanMove(in); p.Action != MoveNone || p.Target != "n3" {
+		t.Fatalf("before the deadline: %q %s (%s)", p.Action, p.Target, p.Message)
+	}
+	in.LastStarted = t0.Add(-10 * time.Minute)
+	p := PlanMove(in)
+	if p.Action != MoveAbandon || p.Target != "n3" || !strings.Contains(p.Message, "did not finish within 10m0s (0 of 2 members run there)") {
+		t.Fatalf("at the deadline: %q %s (%s)", p.Action, p.Target, p.Message)
+	}
+	// A finished move is finished, deadline or not.
+	done := claim("ns/data", bound("a", "n3").running(), bound("b", "n3").running())
+	done.MoveTarget = "n3"
+	in.Claim = &done
+	if p := PlanMove(in); p.Action != MoveFinish {
+		t.Fatalf("finished move past its deadline: %q (%s)", p.Action, p.Message)
+	}
+
+	off := claim("ns/data", bound("a", "n1").controlled().running(), stuck("d", "n1", 10*time.Minute))
+	if p := PlanMove(MoveInput{Claim: &off, Nodes: nodes, Now: t0, WhenStuck: true, After: 5 * time.Minute, MinInterval: -1}); p.Action != MoveNone || !strings.Contains(p.Message, "moves are off") {
+		t.Fatalf("moves off: %q (%s)", p.Action, p.Message)
+	}
+}
+
 // TestMoveTargetPinsAndEvicts: during a move, new members are pinned to
 // the target and every member elsewhere, running or not, is evicted.
 func TestMoveTargetPinsAndEvicts(t *testing.T) {

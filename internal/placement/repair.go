@@ -28,8 +28,9 @@ type Away struct {
 // PlanRepair finds the members of a claim's huddle that are bound away
 // from home (during a move, from the move's target: that is how a huddle
 // moves). It never picks a member at home, nor one that is terminating
-// or done; a member with no controller is left (evicting it would delete
-// it for good). While home cannot take pods (cordoned, NotReady, gone)
+// or done; a member that would not be recreated is left (a bare pod, a
+// DaemonSet's or a Job's: evicting it would delete it for good, or count
+// against the Job's backoffLimit). While home cannot take pods (cordoned, NotReady, gone)
 // nothing is evicted: the replacements would have nowhere to go.
 func PlanRepair(c *Claim, nodes Nodes) Repair {
 	home, how := Home(c, nodes)
@@ -41,7 +42,7 @@ func PlanRepair(c *Claim, nodes Nodes) Repair {
 		return r
 	}
 	var away []Away
-	var uncontrolled []bool
+	var uncontrolled []*Member
 	for i := range c.Members {
 		m := &c.Members[i]
 		if m.Node == "" || m.Node == home || !m.live() || m.Terminating {
@@ -49,7 +50,10 @@ func PlanRepair(c *Claim, nodes Nodes) Repair {
 		}
 		away = append(away, Away{Pod: m.Name, Node: m.Node,
 			Why: fmt.Sprintf("bound to %s, away from claim %s's home %s (%s)", m.Node, c.Key, home, how)})
-		uncontrolled = append(uncontrolled, !m.Controlled)
+		if m.Controlled {
+			m = nil
+		}
+		uncontrolled = append(uncontrolled, m)
 	}
 	if len(away) == 0 {
 		return r
@@ -60,8 +64,8 @@ func PlanRepair(c *Claim, nodes Nodes) Repair {
 		return r
 	}
 	for i, a := range away {
-		if uncontrolled[i] {
-			a.Why += "; not evicted: no controller would recreate it at home (a bare pod, or a DaemonSet's); move or delete it yourself"
+		if uncontrolled[i] != nil {
+			a.Why += "; not evicted: " + notRecreated(uncontrolled[i])
 			r.Leave = append(r.Leave, a)
 			continue
 		}

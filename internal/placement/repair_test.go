@@ -35,6 +35,8 @@ func TestPlanRepair(t *testing.T) {
 			"n1", "", "", ""},
 		{"a member without a controller is reported, not evicted",
 			three(), claim("ns/data", bound("a", "n1").controlled(), bound("bare", "n2")).attached("n1"), "n1", "", "bare", ""},
+		{"a Job's pod away from home is reported, not evicted (an eviction counts against its backoffLimit)",
+			three(), claim("ns/data", bound("a", "n1").controlled(), bound("job-1", "n2").ownerKind("batch/Job")).attached("n1"), "n1", "", "job-1", ""},
 		{"home cordoned: wait",
 			nodeList{node("n1").cordoned(), node("n2")}, claim("ns/data", bound("a", "n1").controlled(), bound("b", "n2").controlled()).attached("n1"),
 			"n1", "", "b", "is cordoned"},

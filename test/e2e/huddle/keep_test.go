@@ -186,11 +186,16 @@ func TestMoveWhenStuck(t *testing.T) {
 	t.Logf("move: huddle of 4 Running together on %s %s after the scale-up (%s)", moved, time.Since(start).Round(100*time.Millisecond), mv.Message)
 }
 
-// TestMoveRespectsDisruptionBudget: a move evicts members that run, so
-// their PodDisruptionBudget is respected; the Huddle and an event say why
-// the move waits, and it completes once the budget allows it. (A member
-// that hangs away from home is Pending, and the Eviction API lets Pending
-// pods go whatever the budget says, so repair alone never waits on one.)
+// TestMoveRespectsDisruptionBudget: a move evicts every member, and its
+// replacements cannot become Ready while the volume is still in use at
+// the old home, so a PodDisruptionBudget that keeps the members at home
+// healthy (minAvailable 3 of the 3 running there) can never allow the
+// evictions the move needs. The move is not started: the Huddle's Moving
+// condition (MoveBlocked) and an event name the budget, and no member is
+// evicted. Once the budget allows it, the move starts and completes.
+// (A member that hangs away from home is Pending, and the Eviction API
+// lets Pending pods go whatever the budget says, so repair alone never
+// waits on one.)
 func TestMoveRespectsDisruptionBudget(t *testing.T) {
 	t.Parallel()
 	env := simtest.New(t)
@@ -205,34 +210,43 @@ func TestMoveRespectsDisruptionBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	home := crowdedHome(env, huddlev1.HuddleSpec{Move: huddlev1.MoveWhenStuck, MoveAfter: &metav1.Duration{Duration: 3 * time.Second}})
-	env.Eventually("the Huddle and an event say the budget holds the move", 2*time.Minute, func() error {
+	env.Eventually("the Huddle and an event say the budget blocks the move", 2*time.Minute, func() error {
 		h, err := env.Huddle("data")
 		if err != nil {
 			return err
 		}
-		refused := false
-		for _, m := range h.Status.Members {
-			if strings.Contains(m.Reason, "eviction refused") && strings.Contains(m.Reason, "disruption budget") {
-				refused = true
-			}
+		if h.Status.LastMove != nil {
+			return fmt.Errorf("a move was started: %+v", h.Status.LastMove)
 		}
-		if h.Status.Phase != huddlev1.PhaseMoving || !refused {
-			return fmt.Errorf("phase %s, members %+v", h.Status.Phase, h.Status.Members)
+		c := meta.FindStatusCondition(h.Status.Conditions, huddlev1.ConditionMoving)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "MoveBlocked" ||
+			!strings.Contains(c.Message, "PodDisruptionBudget app keeps 3 pods healthy") || !strings.Contains(c.Message, "lower its minAvailable") {
+			return fmt.Errorf("Moving: %+v", c)
 		}
-		if len(env.Events("data", "EvictionRefused")) == 0 {
-			return fmt.Errorf("no EvictionRefused event on the Huddle")
+		if len(env.Events("data", "MoveBlocked")) == 0 {
+			return fmt.Errorf("no MoveBlocked event on the Huddle")
 		}
 		return nil
 	})
-	env.Never("running members are not evicted against the budget", 3*time.Second, func() error {
+	env.Never("no member is evicted and no move starts while the budget forbids it", 5*time.Second, func() error {
 		running := 0
 		for _, p := range env.Pods("app=app") {
-			if p.Spec.NodeName == home && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			if p.DeletionTimestamp != nil {
+				return fmt.Errorf("pod %s evicted", p.Name)
+			}
+			if p.Spec.NodeName == home && p.Status.Phase == corev1.PodRunning {
 				running++
 			}
 		}
 		if running < 3 {
 			return fmt.Errorf("only %d members run at home", running)
+		}
+		h, err := env.Huddle("data")
+		if err != nil {
+			return err
+		}
+		if h.Status.LastMove != nil {
+			return fmt.Errorf("a move was started: %+v", h.Status.LastMove)
 		}
 		return nil
 	})
@@ -244,7 +258,10 @@ func TestMoveRespectsDisruptionBudget(t *testing.T) {
 	if moved == home {
 		t.Fatalf("huddle still at %s", home)
 	}
-	huddled(env, "data", moved, 4)
+	h := huddled(env, "data", moved, 4)
+	if mv := h.Status.LastMove; mv == nil || mv.Result != "Succeeded" || mv.From != home || mv.To != moved {
+		t.Fatalf("lastMove %+v", mv)
+	}
 }
 
 // TestShutdownFailover: the home node is powered off and the cloud marks it
