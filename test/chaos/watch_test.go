@@ -51,6 +51,8 @@ type violation struct {
 // podRecord is what the checker remembers of a pod, also after it is gone.
 type podRecord struct {
 	last *corev1.Pod
+	// livePhase is its phase before it was deleted.
+	livePhase corev1.PodPhase
 	// pinned: the pod carried huddle.io/pinned-by at some point.
 	pinned bool
 	// unboundSince: first seen released with a pin and not bound.
@@ -88,14 +90,17 @@ type checker struct {
 	unpinnedMA  int // Multi-Attach reports of pods huddle did not place
 	evictions   int // by huddle, accepted by the Eviction API
 	auditOffset int64
-	auditUser   string
+	// deletes: when each pod name was deleted or evicted (by anyone),
+	// from the audit log.
+	deletes   map[string][]time.Time
+	auditUser string
 }
 
 func newChecker(env *simtest.Env) *checker {
 	c := &checker{
 		env: env, start: time.Now(), stop: make(chan struct{}),
 		pods: map[string]*podRecord{}, uids: map[string]bool{}, events: map[string]int32{},
-		attached: map[string]map[string]time.Time{}, doubleDone: map[string]bool{}, huddles: map[string]*huddlev1.Huddle{},
+		attached: map[string]map[string]time.Time{}, doubleDone: map[string]bool{}, huddles: map[string]*huddlev1.Huddle{}, deletes: map[string][]time.Time{},
 		auditUser: "system:serviceaccount:" + cluster.HuddleNamespace + ":",
 	}
 	if st, err := os.Stat(env.Cluster.AuditLog); err == nil {
@@ -172,6 +177,9 @@ func (c *checker) onPod(p *corev1.Pod) {
 		c.pods[p.Name] = r
 	}
 	r.last = p
+	if p.DeletionTimestamp == nil {
+		r.livePhase = p.Status.Phase
+	}
 	c.uids[string(p.UID)] = true
 	if p.Annotations[placement.AnnotationPinnedBy] != "" {
 		r.pinned = true
@@ -340,6 +348,7 @@ type auditEvent struct {
 	ResponseStatus *struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	Received time.Time `json:"requestReceivedTimestamp"`
 }
 
 // readAudit reads the audit log's new lines: every pod huddle deleted or
@@ -364,10 +373,17 @@ func (c *checker) readAudit() {
 		if json.Unmarshal(line, &e) != nil || e.ObjectRef == nil || e.ResponseStatus == nil {
 			continue
 		}
-		if !strings.HasPrefix(e.User.Username, c.auditUser) || e.ObjectRef.Namespace != c.env.Namespace || e.ObjectRef.Resource != "pods" {
+		if e.ObjectRef.Namespace != c.env.Namespace || e.ObjectRef.Resource != "pods" {
 			continue
 		}
-		c.onHuddleRequest(e)
+		if strings.HasPrefix(e.User.Username, c.auditUser) {
+			c.onHuddleRequest(e)
+		}
+		if e.ResponseStatus.Code < 300 {
+			c.mu.Lock()
+			c.deletes[e.ObjectRef.Name] = append(c.deletes[e.ObjectRef.Name], e.Received)
+			c.mu.Unlock()
+		}
 	}
 }
 
@@ -383,11 +399,19 @@ func (c *checker) onHuddleRequest(e auditEvent) {
 	}
 	switch {
 	case e.Verb == "delete" && e.ObjectRef.Subresource == "" && code < 300:
-		// Deleting a pod that is already terminating (a fenced node's) or
-		// was never bound (a pin that cannot bind) is no eviction.
-		if p != nil && p.Spec.NodeName != "" && p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
-			c.addLocked(vDeleted, "huddle deleted pod %s, %s on %s, instead of evicting it through the Eviction API", name, p.Status.Phase, p.Spec.NodeName)
+		// Deleting a pod that is already terminating (a fenced node's: an
+		// earlier deletion or eviction of this pod is in the audit log)
+		// or was never bound (a pin that cannot bind) is no eviction.
+		if p == nil || p.Spec.NodeName == "" || r.livePhase == corev1.PodSucceeded || r.livePhase == corev1.PodFailed {
+			return
 		}
+		created := p.CreationTimestamp.Add(-time.Second) // second precision
+		for _, at := range c.deletes[name] {
+			if at.Before(e.Received) && at.After(created) {
+				return
+			}
+		}
+		c.addLocked(vDeleted, "huddle deleted pod %s, %s on %s, instead of evicting it through the Eviction API", name, r.livePhase, p.Spec.NodeName)
 	case e.Verb == "create" && e.ObjectRef.Subresource == "eviction" && code < 300:
 		c.evictions++
 		if p == nil {
