@@ -40,11 +40,8 @@ func createWorkloads(env *simtest.Env, rng *rand.Rand, groups int) *world {
 	w := &world{}
 	for g := range groups {
 		claim := func(k int) string { return fmt.Sprintf("d%d-%d", g, k) }
-		for k := range 5 {
-			env.Create(env.Claim(claim(k)))
-			w.claims = append(w.claims, claim(k))
-		}
-		// Moves: the fill fault crowds this huddle's home.
+		// Moves: the fill fault crowds this huddle's home. Its Huddle comes
+		// first: huddle creates one with the defaults for a new claim.
 		moving := &huddlev1.Huddle{
 			ObjectMeta: metav1.ObjectMeta{Name: claim(4), Namespace: env.Namespace},
 			Spec:       huddlev1.HuddleSpec{Move: huddlev1.MoveWhenStuck, MoveAfter: &metav1.Duration{Duration: 5 * time.Second}},
@@ -53,6 +50,10 @@ func createWorkloads(env *simtest.Env, rng *rand.Rand, groups int) *world {
 			env.T.Fatalf("create Huddle %s: %v", claim(4), err)
 		}
 		w.movable = append(w.movable, claim(4))
+		for k := range 5 {
+			env.Create(env.Claim(claim(k)))
+			w.claims = append(w.claims, claim(k))
+		}
 		replicas := []int32{1, 1, 2 + rng.Int32N(5), 1 + rng.Int32N(6), 2 + rng.Int32N(3)}
 		for k, n := range replicas {
 			name := fmt.Sprintf("a%d-%d", g, k)
