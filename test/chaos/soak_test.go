@@ -74,6 +74,7 @@ func soak(t *testing.T, seed uint64) result {
 		time.Sleep(time.Second)
 	}
 	c := &chaos{env: env, rng: rng, w: w, start: time.Now(), nodes: nodes, disrupted: map[string]bool{}, counts: map[string]int{}}
+	defer c.background.Wait() // also when the test fails: they log
 	c.logf("faults start (%d pods)", len(env.Pods("")))
 	for time.Since(c.start) < *flagDuration {
 		c.inject()
