@@ -42,6 +42,16 @@ bench: sim-build ## Run the benchmarks: placement, webhook, and pod start latenc
 bench-scale: sim-build ## Run the scale benchmark: 2,000 nodes, 20,000 pods (~20 min)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 90m ./test/scale/
 
+# The long chaos soak (docs/soak.md): SOAK_DURATION of faults from seed
+# SOAK_SEED (0: drawn from the clock and printed).
+SOAK_DURATION ?= 30m
+SOAK_SEED ?= 0
+SOAK_GROUPS ?= 2
+
+.PHONY: soak
+soak: sim-build ## Run the seeded chaos soak, SOAK_DURATION (default 30m) of faults; replay with SOAK_SEED=N (docs/soak.md)
+	$(GO) test ./test/chaos -run TestSoak -count=1 -v -timeout 0 -args -seed $(SOAK_SEED) -duration $(SOAK_DURATION) -groups $(SOAK_GROUPS)
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w on the files above"; exit 1; }

@@ -90,6 +90,9 @@ type Cluster struct {
 	HuddleMetrics string
 	// Network holds the sandboxes of pods that run as processes.
 	Network *podnet.Network
+	// AuditLog is the API server's audit log of pod deletions and
+	// evictions (JSON lines, one per request).
+	AuditLog string
 
 	cacheDir     string
 	huddleLocal  bool
@@ -172,7 +175,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	network.SetAPIPort(cp.APIPort)
-	c.cp, c.Kubeconfig, c.Admin = cp, cp.Kubeconfig, cp.Admin
+	c.cp, c.Kubeconfig, c.Admin, c.AuditLog = cp, cp.Kubeconfig, cp.Admin, cp.AuditLog
 	if c.Client, err = kubernetes.NewForConfig(cp.Admin); err != nil {
 		return nil, err
 	}

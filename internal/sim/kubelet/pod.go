@@ -184,6 +184,14 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		return p.syncProcessPod(ctx, n, pod, st, now)
 	}
 	if st.stage == stageRunning {
+		if !readyCondition(pod) {
+			// The node lifecycle controller marks a NotReady node's pods
+			// NotReady; once the node is back its kubelet's status manager
+			// reports them Ready again.
+			if err := p.writeStatus(ctx, pod, runningStatus(pod, n, st.started, st)); err != nil {
+				return 0, err
+			}
+		}
 		runFor := p.runDuration(pod)
 		if runFor <= 0 {
 			return 0, nil
@@ -404,4 +412,14 @@ func gracePeriod(pod *corev1.Pod) int64 {
 		return *pod.Spec.TerminationGracePeriodSeconds
 	}
 	return corev1.DefaultTerminationGracePeriodSeconds
+}
+
+// readyCondition reports whether the pod's Ready condition is True.
+func readyCondition(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

@@ -231,13 +231,16 @@ func (e *Env) AddNodes(n int, o NodeOptions) []string {
 	e.T.Helper()
 	e.Pool = e.Namespace
 	var names []string
+	// Numbered from the cluster's node count before this call: counting
+	// inside the loop skipped numbers, and a second call then reused them.
+	base := len(e.Cluster.Kubelets.Nodes())
 	for i := range n {
 		zone := o.Zone
 		if len(o.Zones) > 0 {
 			zone = o.Zones[i%len(o.Zones)]
 		}
 		spec := kubelet.NodeSpec{
-			Name:   fmt.Sprintf("%s-n%d", e.Namespace, len(e.Cluster.Kubelets.Nodes())+i),
+			Name:   fmt.Sprintf("%s-n%d", e.Namespace, base+i),
 			Zone:   zone,
 			Labels: map[string]string{LabelPool: e.Pool},
 			Taints: []corev1.Taint{{Key: TaintPool, Value: e.Pool, Effect: corev1.TaintEffectNoSchedule}},
