@@ -258,6 +258,7 @@ func (g *Gatherer) volume(ctx context.Context, f *ClaimFacts) error {
 	}
 	for _, va := range vas.Items {
 		if va.DeletionTimestamp != nil {
+			f.Detaching = append(f.Detaching, va.Spec.NodeName)
 			continue
 		}
 		f.VolumeNodes = append(f.VolumeNodes, va.Spec.NodeName)

@@ -67,6 +67,7 @@ const (
 	ReasonNoCandidates  = "NoCandidateNodes"
 	ReasonHomeLeaving   = "HomeUnavailable"
 	ReasonMoveTarget    = "PinnedMoveTarget"
+	ReasonWaitDetach    = "WaitingForDetach"
 	defaultMaxCandidate = 16
 )
 
@@ -124,6 +125,9 @@ func decideShared(in *Input, shared []*Claim) Decision {
 			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonHomeLeaving, WaitsOn: WaitsOnNode(c.MoveTarget),
 				Message: fmt.Sprintf("claim %s is moving to %s, which %s; waiting for the move to pick another node", c.Key, c.MoveTarget, why)}
 		}
+		if d, wait := waitForDetach(c, c.MoveTarget, "is moving to "+c.MoveTarget); wait {
+			return d
+		}
 		return Decision{Action: PinHome, Nodes: []string{c.MoveTarget}, Claim: c.Key, Reason: ReasonMoveTarget, Fits: true,
 			Message: fmt.Sprintf("claim %s home %s (the huddle is moving there)", c.Key, c.MoveTarget)}
 	}
@@ -170,6 +174,15 @@ func decideShared(in *Input, shared []*Claim) Decision {
 		return d
 	}
 
+	// No home, but the volume is still on a node that cannot take pods
+	// (a drained, fenced or lost home): a pod released now would hang on
+	// a Multi-Attach error until the detach. Wait for it.
+	for _, c := range shared {
+		if d, wait := waitForDetach(c, "", "has no home to go back to"); wait {
+			return d
+		}
+	}
+
 	// No home: one member at a time; the first placed sets the home.
 	for _, c := range shared {
 		if first := FirstInFlight(c, in.Pod.Name); first != "" {
@@ -199,6 +212,36 @@ func decideShared(in *Input, shared []*Claim) Decision {
 		return following(shared[0].Key, first)
 	}
 	return candidates(in, shared)
+}
+
+// waitForDetach holds a pod whose volume is still in use, attached or
+// detaching on a node other than to (any node, if to is ""): released
+// now, the pod would be bound to its node and report a Multi-Attach error
+// until the volume leaves. The hold ends when the last member there is
+// gone and the VolumeAttachment is deleted, both of which the placer
+// watches; a detach always ends (the attach/detach controller forces it
+// after 6 minutes at most).
+func waitForDetach(c *Claim, to, why string) (Decision, bool) {
+	var at string
+	for i := range c.Members {
+		if m := &c.Members[i]; m.live() && m.Node != "" && m.Node != to {
+			at = m.Node
+			break
+		}
+	}
+	if at == "" {
+		for _, n := range slices.Concat(c.VolumeNodes, c.Detaching) {
+			if n != to {
+				at = n
+				break
+			}
+		}
+	}
+	if at == "" {
+		return Decision{}, false
+	}
+	return Decision{Action: Hold, Claim: c.Key, Reason: ReasonWaitDetach, WaitsOn: WaitsOnNode(at),
+		Message: fmt.Sprintf("claim %s %s; waiting for its volume to leave %s before releasing the pod, so it does not hang on a Multi-Attach error", c.Key, why, at)}, true
 }
 
 // FirstInFlight names the member of a claim with no home that was released

@@ -60,7 +60,8 @@ func (m Member) selector(k, v string) Member {
 func claim(key string, members ...Member) Claim {
 	return Claim{Key: key, Shared: true, Members: members}
 }
-func (c Claim) attached(nodes ...string) Claim { c.VolumeNodes, c.Attached = nodes, nodes; return c }
+func (c Claim) attached(nodes ...string) Claim  { c.VolumeNodes, c.Attached = nodes, nodes; return c }
+func (c Claim) detaching(nodes ...string) Claim { c.Detaching = nodes; return c }
 
 func input(pod Member, nodes nodeList, claims ...Claim) *Input {
 	return &Input{Pod: pod, Claims: claims, Nodes: nodes, Now: t0, MissingClaimGrace: time.Minute}
@@ -86,16 +87,22 @@ func TestDecide(t *testing.T) {
 		{"member bound: pin home", input(p, three(), claim("ns/data", p, bound("a", "n2"))), PinHome, "n2", ReasonHome, true, "home n2 (member bound there)"},
 		{"terminating member does not set home; its attachment does",
 			input(p, three(), claim("ns/data", p, bound("a", "n2").terminating()).attached("n2")), PinHome, "n2", ReasonHome, true, "volume attached there"},
-		{"attachment on a cordoned node is not a home",
-			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p).attached("n2")), PinCandidates, "n1", ReasonCandidates, true, "no home"},
-		{"attachment on a NotReady node is not a home",
-			input(p, nodeList{node("n1"), node("n2").notReady()}, claim("ns/data", p).attached("n2")), PinCandidates, "n1", ReasonCandidates, true, ""},
+		// An attachment on a node that cannot take pods is not a home, and
+		// a pod released before the detach would hang on Multi-Attach.
+		{"attachment on a cordoned node is not a home: wait for the detach",
+			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p).attached("n2")), Hold, "", ReasonWaitDetach, false, "waiting for its volume to leave n2"},
+		{"attachment on a NotReady node is not a home: wait for the detach",
+			input(p, nodeList{node("n1"), node("n2").notReady()}, claim("ns/data", p).attached("n2")), Hold, "", ReasonWaitDetach, false, "leave n2"},
+		{"volume still detaching from a cordoned node: wait",
+			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p).detaching("n2")), Hold, "", ReasonWaitDetach, false, "leave n2"},
 		{"home cordoned with members still there: hold, never pin to it",
 			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p, bound("a", "n2"))), Hold, "", ReasonHomeLeaving, false, "home n2 is cordoned"},
 		{"home NotReady: hold", input(p, nodeList{node("n1"), node("n2").notReady()}, claim("ns/data", p, bound("a", "n2"))), Hold, "", ReasonHomeLeaving, false, "not Ready"},
 		{"home Node object gone: hold", input(p, nodeList{node("n1")}, claim("ns/data", p, bound("a", "n2"))), Hold, "", ReasonHomeLeaving, false, "is gone"},
-		{"drained home, members all terminating: placed afresh",
-			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p, bound("a", "n2").terminating()).attached("n2")), PinCandidates, "n1", ReasonCandidates, true, ""},
+		{"drained home, members all terminating: wait for them and the detach",
+			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p, bound("a", "n2").terminating()).attached("n2")), Hold, "", ReasonWaitDetach, false, "leave n2"},
+		{"drained home, members gone, volume detached: placed afresh",
+			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p)), PinCandidates, "n1", ReasonCandidates, true, "no home"},
 		{"split: the volume's node wins",
 			input(p, three(), claim("ns/data", p, bound("a", "n1"), bound("b", "n2"), bound("c", "n1")).attached("n2")), PinHome, "n2", ReasonHome, true, "split; volume attached there"},
 		{"split without attachment: most members",
@@ -193,15 +200,17 @@ func TestPlacingMarkerHolds(t *testing.T) {
 		t.Fatalf("p recorded as placing: %s %s", d.Action, d.Message)
 	}
 	// A recorded member that is gone or terminating (its node was
-	// drained) holds nobody.
-	for _, c := range []Claim{
-		claim("ns/data", gated("p", 9)),
-		claim("ns/data", gated("p", 9), bound("old", "n2").terminating()),
-	} {
-		c.Placing = "old"
-		if d := Decide(input(gated("p", 9), nodeList{node("n1"), node("n2").cordoned()}, c)); d.Action != PinCandidates {
-			t.Fatalf("recorded member gone or terminating: %s %s", d.Action, d.Message)
-		}
+	// drained) holds nobody; while it terminates, the volume it holds
+	// does (WaitingForDetach), and once it is gone the pod is placed.
+	gone := claim("ns/data", gated("p", 9))
+	gone.Placing = "old"
+	if d := Decide(input(gated("p", 9), nodeList{node("n1"), node("n2").cordoned()}, gone)); d.Action != PinCandidates {
+		t.Fatalf("recorded member gone: %s %s", d.Action, d.Message)
+	}
+	leaving := claim("ns/data", gated("p", 9), bound("old", "n2").terminating())
+	leaving.Placing = "old"
+	if d := Decide(input(gated("p", 9), nodeList{node("n1"), node("n2").cordoned()}, leaving)); d.Reason != ReasonWaitDetach {
+		t.Fatalf("recorded member terminating: %s %s %s, want %s (not following it)", d.Action, d.Reason, d.Message, ReasonWaitDetach)
 	}
 }
 

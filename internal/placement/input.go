@@ -223,6 +223,9 @@ type Claim struct {
 	// attached or attaching to; Attached those with status.attached.
 	VolumeNodes []string
 	Attached    []string
+	// Detaching are the nodes of VolumeAttachments being deleted: the
+	// volume is still on them until the detach finishes.
+	Detaching []string
 	// VolumeAffinity is the bound PV's node affinity (its zone), or for a
 	// claim not bound yet its StorageClass's allowedTopologies.
 	VolumeAffinity *corev1.NodeSelector

@@ -151,11 +151,22 @@ func TestMoveTargetPinsAndEvicts(t *testing.T) {
 	c := claim("ns/data", bound("a", "n1").controlled().running(), bound("b", "n1").controlled().running(), gated("p", 1))
 	c.MoveTarget = "n3"
 	nodes := nodeList{node("n1"), node("n2"), node("n3")}
-	if d := Decide(input(gated("p", 1), nodes, c)); d.Action != PinHome || d.Nodes[0] != "n3" || d.Reason != ReasonMoveTarget {
-		t.Fatalf("decide: %s %v %s", d.Action, d.Nodes, d.Reason)
+	// While the members still hold the volume at n1, a new member waits
+	// gated: bound to n3 now it would hang on Multi-Attach.
+	if d := Decide(input(gated("p", 1), nodes, c)); d.Action != Hold || d.Reason != ReasonWaitDetach || !strings.Contains(d.Message, "leave n1") {
+		t.Fatalf("decide while members hold the volume at n1: %s %v %s (%s)", d.Action, d.Nodes, d.Reason, d.Message)
 	}
 	if r := PlanRepair(&c, nodes); r.Home != "n3" || names(r.Evict) != "a,b" {
 		t.Fatalf("repair: home %s evict [%s]", r.Home, names(r.Evict))
+	}
+	gone := claim("ns/data", gated("p", 1)).detaching("n1")
+	gone.MoveTarget = "n3"
+	if d := Decide(input(gated("p", 1), nodes, gone)); d.Reason != ReasonWaitDetach {
+		t.Fatalf("decide while the volume detaches from n1: %s %v %s", d.Action, d.Nodes, d.Reason)
+	}
+	gone.Detaching = nil
+	if d := Decide(input(gated("p", 1), nodes, gone)); d.Action != PinHome || d.Nodes[0] != "n3" || d.Reason != ReasonMoveTarget {
+		t.Fatalf("decide once the volume left n1: %s %v %s", d.Action, d.Nodes, d.Reason)
 	}
 }
 
