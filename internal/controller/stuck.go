@@ -51,7 +51,7 @@ func (r *Keeper) replaceStuck(ctx context.Context, f *ClaimFacts, pods map[strin
 			after = minPositive(after, wait)
 			continue
 		}
-		wait, err := r.evict(ctx, f.Huddle, pod, s.Why, "ReplacedStuckMember", "Deleted "+pod.Name+": "+s.Why)
+		wait, err := r.evict(ctx, f.Huddle, pod, s.Why, "ReplacedStuckMember", "Evicted "+pod.Name+": "+s.Why)
 		if err != nil {
 			return 0, err
 		}

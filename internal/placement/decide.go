@@ -125,8 +125,12 @@ func decideShared(in *Input, shared []*Claim) Decision {
 			return Decision{Action: Hold, Claim: c.Key, Reason: ReasonHomeLeaving, WaitsOn: WaitsOnNode(c.MoveTarget),
 				Message: fmt.Sprintf("claim %s is moving to %s, which %s; waiting for the move to pick another node", c.Key, c.MoveTarget, why)}
 		}
-		if d, wait := waitForDetach(c, c.MoveTarget, "is moving to "+c.MoveTarget); wait {
-			return d
+		// Every claim of the pod, not only the moving one, must have left
+		// the other nodes: the pod will mount them all at the target.
+		for _, o := range shared {
+			if d, wait := waitForDetach(o, c.MoveTarget, true, "is moving to "+c.MoveTarget); wait {
+				return d
+			}
 		}
 		return Decision{Action: PinHome, Nodes: []string{c.MoveTarget}, Claim: c.Key, Reason: ReasonMoveTarget, Fits: true,
 			Message: fmt.Sprintf("claim %s home %s (the huddle is moving there)", c.Key, c.MoveTarget)}
@@ -163,6 +167,14 @@ func decideShared(in *Input, shared []*Claim) Decision {
 			return Decision{Action: Hold, Claim: homeClaim, Reason: ReasonHomeLeaving, WaitsOn: WaitsOnNode(home),
 				Message: fmt.Sprintf("claim %s home %s %s; waiting for the members there to leave, then placing the huddle where it fits", homeClaim, home, why)}
 		}
+		// Another claim of the pod whose volume is still attached or
+		// detaching elsewhere (its members there terminating) would hang
+		// the pod at home on Multi-Attach: wait for it to leave.
+		for _, c := range shared {
+			if d, wait := waitForDetach(c, home, false, "is needed on "+home); wait {
+				return d
+			}
+		}
 		d := Decision{Action: PinHome, Nodes: []string{home}, Claim: homeClaim, Reason: ReasonHome,
 			Message: fmt.Sprintf("claim %s home %s (%s)", homeClaim, home, homeHow), Fits: true}
 		demand := Demand(shared)
@@ -178,7 +190,7 @@ func decideShared(in *Input, shared []*Claim) Decision {
 	// (a drained, fenced or lost home): a pod released now would hang on
 	// a Multi-Attach error until the detach. Wait for it.
 	for _, c := range shared {
-		if d, wait := waitForDetach(c, "", "has no home to go back to"); wait {
+		if d, wait := waitForDetach(c, "", true, "has no home to go back to"); wait {
 			return d
 		}
 	}
@@ -214,17 +226,20 @@ func decideShared(in *Input, shared []*Claim) Decision {
 	return candidates(in, shared)
 }
 
-// waitForDetach holds a pod whose volume is still in use, attached or
-// detaching on a node other than to (any node, if to is ""): released
-// now, the pod would be bound to its node and report a Multi-Attach error
-// until the volume leaves. The hold ends when the last member there is
-// gone and the VolumeAttachment is deleted, both of which the placer
-// watches; a detach always ends (the attach/detach controller forces it
-// after 6 minutes at most).
-func waitForDetach(c *Claim, to, why string) (Decision, bool) {
+// waitForDetach holds a pod whose volume is still on a node other than to
+// (any node, if to is ""): attached or detaching there, or, with members,
+// used by a live member bound there. Released now, the pod would be bound
+// and report a Multi-Attach error until the volume leaves. The hold ends
+// when the last member there is gone and the VolumeAttachment is deleted,
+// both of which the placer watches. That happens as soon as the node's
+// pods are gone, which for a node that is unreachable can be never: its
+// pods stay Terminating until it returns or someone force-deletes them
+// (failover does, for a node the cloud reports shut down); the message
+// says so.
+func waitForDetach(c *Claim, to string, members bool, why string) (Decision, bool) {
 	var at string
 	for i := range c.Members {
-		if m := &c.Members[i]; m.live() && m.Node != "" && m.Node != to {
+		if m := &c.Members[i]; members && m.live() && m.Node != "" && m.Node != to {
 			at = m.Node
 			break
 		}
@@ -241,7 +256,8 @@ func waitForDetach(c *Claim, to, why string) (Decision, bool) {
 		return Decision{}, false
 	}
 	return Decision{Action: Hold, Claim: c.Key, Reason: ReasonWaitDetach, WaitsOn: WaitsOnNode(at),
-		Message: fmt.Sprintf("claim %s %s; waiting for its volume to leave %s before releasing the pod, so it does not hang on a Multi-Attach error", c.Key, why, at)}, true
+		Message: fmt.Sprintf("claim %s %s; waiting for its volume to leave %s before releasing the pod, so it does not hang on a Multi-Attach error "+
+			"(the volume detaches once no pod on %s uses it; if %s is down for good, confirm it and delete its pods, or enable failover)", c.Key, why, at, at, at)}, true
 }
 
 // FirstInFlight names the member of a claim with no home that was released

@@ -207,6 +207,12 @@ func TestPlacingMarkerHolds(t *testing.T) {
 	if d := Decide(input(gated("p", 9), nodeList{node("n1"), node("n2").cordoned()}, gone)); d.Action != PinCandidates {
 		t.Fatalf("recorded member gone: %s %s", d.Action, d.Message)
 	}
+	// A recorded member deleted before it was bound holds nobody.
+	unbound := claim("ns/data", gated("p", 9), Member{Name: "old", Terminating: true})
+	unbound.Placing = "old"
+	if d := Decide(input(gated("p", 9), nodeList{node("n1")}, unbound)); d.Action != PinCandidates {
+		t.Fatalf("recorded member terminating, unbound: %s %s", d.Action, d.Message)
+	}
 	leaving := claim("ns/data", gated("p", 9), bound("old", "n2").terminating())
 	leaving.Placing = "old"
 	if d := Decide(input(gated("p", 9), nodeList{node("n1"), node("n2").cordoned()}, leaving)); d.Reason != ReasonWaitDetach {

@@ -242,3 +242,40 @@ func TestAttachLimits(t *testing.T) {
 		t.Fatalf("another driver's limit: got %s (%s), want candidates", d.Action, d.Message)
 	}
 }
+
+// TestWaitForDetachOfEveryClaim: a pod is released only once the volumes
+// of all its claims can be on the node it is pinned to; a claim whose
+// volume is still attached or detaching elsewhere (its last member
+// terminating on a drained node) holds it, whichever claim sets the home
+// or is moving.
+func TestWaitForDetachOfEveryClaim(t *testing.T) {
+	p := gated("p", 1)
+	nodes := nodeList{node("n1"), node("n2").cordoned(), node("n3")}
+	a := claim("ns/a", p, bound("a1", "n1")).attached("n1")
+	b := claim("ns/b", p, bound("b1", "n2").terminating()).attached("n2")
+	if d := Decide(input(p, nodes, a, b)); d.Reason != ReasonWaitDetach || !strings.Contains(d.Message, "claim ns/b") || !strings.Contains(d.Message, "leave n2") {
+		t.Fatalf("claim b still on n2: %s %v %s (%s)", d.Action, d.Nodes, d.Reason, d.Message)
+	}
+	b = claim("ns/b", p).detaching("n2")
+	if d := Decide(input(p, nodes, a, b)); d.Reason != ReasonWaitDetach {
+		t.Fatalf("claim b detaching from n2: %s %v %s (%s)", d.Action, d.Nodes, d.Reason, d.Message)
+	}
+	b = claim("ns/b", p)
+	if d := Decide(input(p, nodes, a, b)); d.Action != PinHome || d.Nodes[0] != "n1" {
+		t.Fatalf("claim b's volume gone from n2: %s %v %s (%s)", d.Action, d.Nodes, d.Reason, d.Message)
+	}
+
+	// Moving: the other claim's volume must have left too.
+	a = claim("ns/a", p)
+	a.MoveTarget = "n3"
+	b = claim("ns/b", p).attached("n1")
+	if d := Decide(input(p, nodes, a, b)); d.Reason != ReasonWaitDetach || !strings.Contains(d.Message, "claim ns/b") {
+		t.Fatalf("a moving to n3, b still on n1: %s %v %s (%s)", d.Action, d.Nodes, d.Reason, d.Message)
+	}
+
+	// A split huddle's volume is at home: new members go there at once.
+	split := claim("ns/a", p, bound("a1", "n1"), bound("a2", "n3")).attached("n1")
+	if d := Decide(input(p, nodes, split)); d.Action != PinHome || d.Nodes[0] != "n1" {
+		t.Fatalf("split, volume at home: %s %v %s (%s)", d.Action, d.Nodes, d.Reason, d.Message)
+	}
+}
