@@ -24,7 +24,7 @@ import (
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=delete
 
 // Taints and annotations of failover.
