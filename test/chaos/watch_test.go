@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -92,8 +93,10 @@ type checker struct {
 	auditOffset int64
 	// deletes: when each pod name was deleted or evicted (by anyone),
 	// from the audit log.
-	deletes   map[string][]time.Time
-	auditUser string
+	deletes map[string][]time.Time
+	// terminating: the UIDs of pods seen with a deletion requested.
+	terminating map[types.UID]bool
+	auditUser   string
 }
 
 func newChecker(env *simtest.Env) *checker {
@@ -101,7 +104,8 @@ func newChecker(env *simtest.Env) *checker {
 		env: env, start: time.Now(), stop: make(chan struct{}),
 		pods: map[string]*podRecord{}, uids: map[string]bool{}, events: map[string]int32{},
 		attached: map[string]map[string]time.Time{}, doubleDone: map[string]bool{}, huddles: map[string]*huddlev1.Huddle{}, deletes: map[string][]time.Time{},
-		auditUser: "system:serviceaccount:" + cluster.HuddleNamespace + ":",
+		terminating: map[types.UID]bool{},
+		auditUser:   "system:serviceaccount:" + cluster.HuddleNamespace + ":",
 	}
 	if st, err := os.Stat(env.Cluster.AuditLog); err == nil {
 		c.auditOffset = st.Size()
@@ -181,6 +185,9 @@ func (c *checker) onPod(p *corev1.Pod) {
 		r.livePhase = p.Status.Phase
 	}
 	c.uids[string(p.UID)] = true
+	if p.DeletionTimestamp != nil {
+		c.terminating[p.UID] = true
+	}
 	if p.Annotations[placement.AnnotationPinnedBy] != "" {
 		r.pinned = true
 	}
@@ -348,6 +355,14 @@ type auditEvent struct {
 	ResponseStatus *struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// RequestObject is a delete's DeleteOptions (the audit policy logs
+	// pod deletions at level Request): its UID precondition names the
+	// incarnation deleted, which a StatefulSet pod's name does not.
+	RequestObject *struct {
+		Preconditions *struct {
+			UID *types.UID `json:"uid"`
+		} `json:"preconditions"`
+	} `json:"requestObject"`
 	Received time.Time `json:"requestReceivedTimestamp"`
 }
 
@@ -399,6 +414,14 @@ func (c *checker) onHuddleRequest(e auditEvent) {
 	}
 	switch {
 	case e.Verb == "delete" && e.ObjectRef.Subresource == "" && code < 300:
+		// A delete of an earlier incarnation of the name (a StatefulSet
+		// pod recreated meanwhile) is judged by that incarnation.
+		if ro := e.RequestObject; ro != nil && ro.Preconditions != nil && ro.Preconditions.UID != nil && (p == nil || *ro.Preconditions.UID != p.UID) {
+			if !c.terminating[*ro.Preconditions.UID] {
+				c.addLocked(vDeleted, "huddle deleted an earlier pod %s (uid %s) that was not terminating, instead of evicting it through the Eviction API", name, *ro.Preconditions.UID)
+			}
+			return
+		}
 		// Deleting a pod that is already terminating (a fenced node's: an
 		// earlier deletion or eviction of this pod is in the audit log)
 		// or was never bound (a pin that cannot bind) is no eviction.

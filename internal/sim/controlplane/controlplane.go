@@ -379,13 +379,15 @@ func writeKubeconfig(path, url string, ca []byte, user, token string) error {
 }
 
 // auditPolicy records, once each (at ResponseComplete), the deletions of
-// pods and the evictions: enough for a test to tell an eviction through
-// the Eviction API from a plain delete, and who made it, at a tiny cost.
+// pods (with their DeleteOptions, whose UID precondition names the pod
+// deleted) and the evictions: enough for a test to tell an eviction
+// through the Eviction API from a plain delete, and who made it, at a
+// tiny cost.
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived, ResponseStarted, Panic]
 rules:
-- level: Metadata
+- level: Request
   verbs: [delete, deletecollection]
   resources: [{group: "", resources: [pods]}]
 - level: Metadata
