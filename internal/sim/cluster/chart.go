@@ -24,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/huddle-io/huddle/charts"
@@ -133,12 +134,19 @@ func (c *Cluster) HuddleValues() map[string]any { return maps.Clone(c.huddleValu
 // pods at once (grace 0), so their processes die as in a crash.
 func (c *Cluster) scaleHuddle(ctx context.Context, replicas int32, kill bool) error {
 	deploys := c.Client.AppsV1().Deployments(HuddleNamespace)
-	d, err := deploys.Get(ctx, HuddleRelease, metav1.GetOptions{})
-	if err != nil {
+	// The Deployment controller writes the object too (its status): a
+	// conflict is retried on a fresh copy, never left as a huddle that
+	// stays stopped.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := deploys.Get(ctx, HuddleRelease, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Spec.Replicas = &replicas
+		_, err = deploys.Update(ctx, d, metav1.UpdateOptions{})
 		return err
-	}
-	d.Spec.Replicas = &replicas
-	if _, err := deploys.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	if !kill {
