@@ -50,9 +50,10 @@ func huddleClusterGrants(failover, manageCerts bool) []string {
 	g = append(g, expand("/pods/eviction", "create")...)
 	g = append(g, expand("/nodes", "get,list,watch")...)
 	if failover {
-		// The out-of-service taint, and the force deletion of a fenced
-		// node's terminating pods.
-		g = append(g, "/nodes update", "/pods delete")
+		// The out-of-service taint, the force deletion of a fenced
+		// node's terminating pods, and the release of a deleted node's
+		// volumes (its pods and VolumeAttachments).
+		g = append(g, "/nodes update", "/pods delete", "storage.k8s.io/volumeattachments delete")
 	}
 	g = append(g, expand("/persistentvolumeclaims /persistentvolumes /namespaces", "get,list,watch")...)
 	g = append(g, expand("storage.k8s.io/volumeattachments storage.k8s.io/csidrivers storage.k8s.io/csinodes storage.k8s.io/storageclasses", "get,list,watch")...)
@@ -130,8 +131,8 @@ func TestRBACPrinciples(t *testing.T) {
 					if res == "nodes" && !failover && slices.ContainsFunc(r.Verbs, isWrite) {
 						t.Errorf("ClusterRole %s writes nodes %v without failover", cr.Name, r.Verbs)
 					}
-					if res == "pods" && !failover && slices.Contains(r.Verbs, "delete") {
-						t.Errorf("ClusterRole %s deletes pods without failover", cr.Name)
+					if (res == "pods" || res == "volumeattachments") && !failover && slices.Contains(r.Verbs, "delete") {
+						t.Errorf("ClusterRole %s deletes %s without failover", cr.Name, res)
 					}
 					if res == "mutatingwebhookconfigurations" && slices.ContainsFunc(r.Verbs, isWrite) && len(r.ResourceNames) == 0 {
 						t.Errorf("ClusterRole %s writes every webhook configuration (%v): narrow it with resourceNames", cr.Name, r.Verbs)

@@ -66,7 +66,8 @@ func main() {
 		missingGrace    = flag.Duration("missing-claim-grace", 30*time.Second, "how long a pod waits for a claim that does not exist before it is released anyway")
 		maxCandidates   = flag.Int("max-candidates", 16, "most nodes a fresh huddle's first member is pinned to")
 		workers         = flag.Int("workers", 4, "concurrent reconciles per controller")
-		failover        = flag.Bool("failover", false, "fence a NotReady home node that the cloud reports shut down (taint "+controller.TaintShutdown+") with node.kubernetes.io/out-of-service, so its volumes detach at once instead of after 6 minutes; never an unreachable one")
+		failover        = flag.Bool("failover", false, "fence a NotReady home node that the cloud reports shut down (taint "+controller.TaintShutdown+") with node.kubernetes.io/out-of-service, so its volumes detach at once instead of after 6 minutes (never an unreachable one); and release the volumes of a home whose Node is deleted while NotReady (a terminated instance) the same way")
+		detachSync      = flag.Duration("attach-detach-sync-period", time.Minute, "kube-controller-manager's --attach-detach-reconcile-sync-period (1m unless your control plane sets it): with --failover, pods of a volume released from a deleted node wait this long for the attach/detach controller to notice")
 		evictionRate    = flag.Float64("max-evictions-per-second", 5, "cluster-wide limit of repair's evictions (each huddle also has its own: a burst of 10, then one per 2s)")
 		movesPerHour    = flag.Int("max-moves-per-hour", 6, "most whole-huddle moves (spec.move: WhenStuck) of one huddle per hour (0: no moves)")
 		moveDeadline    = flag.Duration("move-deadline", 10*time.Minute, "how long a whole-huddle move may take from its start; an unfinished move is then abandoned and the huddle comes together where its members run")
@@ -86,8 +87,8 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
-	if *moveDeadline <= 0 || *stuckDeadline <= 0 || *movesPerHour < 0 {
-		log.Error(errors.New("--move-deadline and --unschedulable-deadline must be positive, --max-moves-per-hour at least 0"), "invalid flags")
+	if *moveDeadline <= 0 || *stuckDeadline <= 0 || *detachSync <= 0 || *movesPerHour < 0 {
+		log.Error(errors.New("--move-deadline, --unschedulable-deadline and --attach-detach-sync-period must be positive, --max-moves-per-hour at least 0"), "invalid flags")
 		os.Exit(2)
 	}
 	// Out of a cluster (--webhook-url) several huddles may share a machine:
@@ -100,7 +101,7 @@ func main() {
 		metricsAddr: *metricsAddr, probeAddr: *probeAddr, leaderElect: *leaderElect,
 		leaseDuration: *leaseDuration, renewDeadline: *renewDeadline, retryPeriod: *retryPeriod,
 		missingGrace: *missingGrace, maxCandidates: *maxCandidates, workers: *workers, certRotateCheck: *certRotateCheck,
-		qps: float32(*qps), burst: *burst, failover: *failover, evictionsPerSecond: *evictionRate,
+		qps: float32(*qps), burst: *burst, failover: *failover, detachSync: *detachSync, evictionsPerSecond: *evictionRate,
 		maxMovesPerHour: *movesPerHour, pprofAddr: *pprofAddr,
 		moveDeadline: *moveDeadline, unschedulableDeadline: *stuckDeadline, recreatingOwners: splitList(*recreating),
 	}); err != nil {
@@ -125,6 +126,7 @@ type runConfig struct {
 	qps                                         float32
 	burst                                       int
 	failover                                    bool
+	detachSync                                  time.Duration
 	evictionsPerSecond                          float64
 	maxMovesPerHour                             int
 	pprofAddr                                   string
@@ -207,7 +209,7 @@ func run(c runConfig) error {
 
 	sc := scope.Scope{ClusterWide: c.clusterWide, NamespaceLabelRequired: c.requireLabel, Excluded: []string{c.namespace}}
 	if err := controller.Setup(ctx, mgr, controller.Options{Scope: sc, MissingClaimGrace: c.missingGrace, MaxCandidates: c.maxCandidates, Workers: c.workers,
-		EvictionsPerSecond: c.evictionsPerSecond, Failover: c.failover, MaxMovesPerHour: c.maxMovesPerHour,
+		EvictionsPerSecond: c.evictionsPerSecond, Failover: c.failover, DetachSync: c.detachSync, MaxMovesPerHour: c.maxMovesPerHour,
 		MoveDeadline: c.moveDeadline, UnschedulableDeadline: c.unschedulableDeadline, RecreatingOwners: c.recreatingOwners}); err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
 	}

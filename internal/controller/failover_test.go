@@ -205,3 +205,86 @@ func TestNodeOfTerminatingPod(t *testing.T) {
 		t.Errorf("running pod mapped to %v", got)
 	}
 }
+
+// mounting returns p with a volume of claim name.
+func mounting(p *corev1.Pod, claim string) *corev1.Pod {
+	p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: claim,
+		VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}})
+	return p
+}
+
+// deleteNode deletes the node from the fake cluster and tells the Fencer,
+// as the watch does, returning what the Fencer answered.
+func (w *fencerWorld) deleteNode(t *testing.T, name string) bool {
+	t.Helper()
+	n := &corev1.Node{}
+	if err := w.client.Get(context.Background(), client.ObjectKey{Name: name}, n); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.client.Delete(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	w.deleted = nil
+	return w.fencer.NodeDeleted(n)
+}
+
+func (w *fencerWorld) reconcileGone(t *testing.T, node string) ctrl.Result {
+	t.Helper()
+	res, err := w.fencer.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Name: node}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestFencerReleasesDeletedHome: a home whose Node is deleted while
+// NotReady (a terminated instance) cannot be tainted, and the attach/detach
+// controller would keep its volume for 6 minutes. Failover force-deletes
+// the node's pods that mount the huddle's claim (and no others), then,
+// once they are gone, deletes the VolumeAttachment and records on the
+// Huddle until when the attach/detach controller may still count it.
+func TestFencerReleasesDeletedHome(t *testing.T) {
+	w := newFencerWorld(t, newNode("n1").notReady().Node,
+		mounting(boundPod("web-0", "n1", "100m"), "data"), boundPod("other", "n1", "100m"))
+	w.fencer.DetachSync = time.Minute
+	if !w.deleteNode(t, "n1") {
+		t.Fatal("a NotReady node's deletion was not taken as its machine gone")
+	}
+	if res := w.reconcileGone(t, "n1"); res.RequeueAfter != releaseRetry {
+		t.Fatalf("result %+v while the member was being deleted, want a retry in %s", res, releaseRetry)
+	}
+	if want := []string{"web-0 grace=0"}; !slices.Equal(w.deleted, want) {
+		t.Fatalf("deleted %v, want %v (the member only, at once, with its UID)", w.deleted, want)
+	}
+	w.deleted = nil
+	if res := w.reconcileGone(t, "n1"); res.RequeueAfter != 0 {
+		t.Fatalf("result %+v once the member is gone, want done", res)
+	}
+	if want := []string{"va-data grace=default"}; !slices.Equal(w.deleted, want) {
+		t.Fatalf("deleted %v, want the VolumeAttachment, with its UID", w.deleted)
+	}
+	h := &huddlev1.Huddle{}
+	if err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "data"}, h); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.Annotations[AnnotationStaleAttachment], "n1 2026-01-01T00:01:02Z"; got != want {
+		t.Fatalf("stale attachment %q, want %q (the clock plus the sync period and its margin)", got, want)
+	}
+	if w.fencer.isGone("n1") {
+		t.Error("the node is still remembered after its volumes were released")
+	}
+}
+
+// TestFencerLeavesNodeDeletedWhileReady: a Node deleted while Ready may be
+// a live machine (`kubectl delete node`) still writing to the disk: it is
+// left to the attach/detach controller's own wait.
+func TestFencerLeavesNodeDeletedWhileReady(t *testing.T) {
+	w := newFencerWorld(t, newNode("n1").Node, mounting(boundPod("web-0", "n1", "100m"), "data"))
+	if w.deleteNode(t, "n1") {
+		t.Fatal("a Ready node's deletion was taken as its machine gone")
+	}
+	w.reconcileGone(t, "n1")
+	if len(w.deleted) != 0 {
+		t.Fatalf("deleted %v for a node deleted while Ready", w.deleted)
+	}
+}

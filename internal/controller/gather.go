@@ -182,6 +182,7 @@ func (g *Gatherer) claim(ctx context.Context, namespace, name string) (*ClaimFac
 		f.Huddle = hud
 		f.Headroom = placement.FromList(hud.Spec.Headroom.List())
 		f.Placing = placingOf(hud, g.Clock.Now())
+		f.StaleAttachment = staleAttachmentOf(hud, g.Clock.Now())
 		if mv := hud.Status.LastMove; mv != nil && mv.Finished == nil {
 			f.MoveTarget = mv.To
 		}
@@ -210,6 +211,19 @@ func placingOf(h *huddlev1.Huddle, now time.Time) string {
 		return ""
 	}
 	return pod
+}
+
+// staleAttachmentOf reads AnnotationStaleAttachment while it lasts.
+func staleAttachmentOf(h *huddlev1.Huddle, now time.Time) *placement.StaleAttachment {
+	node, at, ok := strings.Cut(h.Annotations[AnnotationStaleAttachment], " ")
+	if !ok {
+		return nil
+	}
+	until, err := time.Parse(time.RFC3339, at)
+	if err != nil || !now.Before(until) {
+		return nil
+	}
+	return &placement.StaleAttachment{Node: node, Until: until}
 }
 
 // volume fills in whether the claim is shared, its attachments and zone.

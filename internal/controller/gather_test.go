@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"time"
+
 	"context"
 	"testing"
 
@@ -218,5 +220,22 @@ func TestAllowedTopologies(t *testing.T) {
 	g.Cluster.View(func(nodes placement.Nodes) { in.Nodes = nodes; d = placement.Decide(in) })
 	if d.Action != placement.PinCandidates || len(d.Nodes) != 1 || d.Nodes[0] != "n2" {
 		t.Fatalf("got %s %v (%s), want candidates [n2], the only node in zone b", d.Action, d.Nodes, d.Message)
+	}
+}
+
+// TestStaleAttachmentOf: the Huddle's record of a volume released from a
+// deleted node holds its pods until the recorded time, then nothing.
+func TestStaleAttachmentOf(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := &huddlev1.Huddle{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationStaleAttachment: "n1 2026-01-01T00:01:00Z"}}}
+	if s := staleAttachmentOf(h, now); s == nil || s.Node != "n1" || !s.Until.Equal(now.Add(time.Minute)) {
+		t.Fatalf("before the time: %+v, want n1 until 00:01", s)
+	}
+	if s := staleAttachmentOf(h, now.Add(time.Minute)); s != nil {
+		t.Fatalf("at the time: %+v, want none", s)
+	}
+	h.Annotations[AnnotationStaleAttachment] = "n1 soon"
+	if s := staleAttachmentOf(h, now); s != nil {
+		t.Fatalf("unreadable record: %+v, want none", s)
 	}
 }

@@ -104,6 +104,9 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		if d.Reason == placement.ReasonWaitClaim {
 			after = max(time.Second, r.MissingClaimGrace-in.Now.Sub(pod.CreationTimestamp.Time))
 		}
+		if !d.Until.IsZero() {
+			after = max(100*time.Millisecond, d.Until.Sub(in.Now))
+		}
 		if d.Reason == placement.ReasonFollowing && !mounts(in, d.Claim) {
 			// Following the first member of a claim the pod does not
 			// mount (a peer's other claim): that member's binding does

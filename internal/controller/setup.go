@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -56,8 +57,12 @@ type Options struct {
 	Workers int
 	// EvictionsPerSecond limits repair's evictions cluster-wide.
 	EvictionsPerSecond float64
-	// Failover fences shut-down home nodes with the out-of-service taint.
+	// Failover fences shut-down home nodes with the out-of-service taint,
+	// and releases the volumes of deleted ones.
 	Failover bool
+	// DetachSync is kube-controller-manager's
+	// --attach-detach-reconcile-sync-period (see Fencer.DetachSync).
+	DetachSync time.Duration
 	// MaxMovesPerHour caps each huddle's moves (0: no moves).
 	MaxMovesPerHour int
 	// Clock is the one clock of every controller (nil: the real one).
@@ -201,9 +206,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		if err := idx.IndexField(ctx, &corev1.Pod{}, indexPodNode, podNode); err != nil {
 			return err
 		}
-		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk}
+		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk, DetachSync: o.DetachSync}
 		err = ctrl.NewControllerManagedBy(mgr).Named("failover").
 			For(&corev1.Node{}, builder.WithPredicates(nodeHealthChanged)).
+			Watches(&corev1.Node{}, handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if fencer.NodeDeleted(e.Object) {
+					q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: e.Object.GetName()}})
+				}
+			}}).
 			Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(nodeOfAttachment)).
 			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(nodeOfTerminatingPod)).
 			Complete(fencer)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -46,6 +47,8 @@ type Decision struct {
 	// WaitsOnNode(name) for one node, WaitsOnAnyNode for any; "" if no
 	// node change can.
 	WaitsOn string
+	// Until, for a Hold that time ends, is when to look again.
+	Until time.Time
 }
 
 // WaitsOnAnyNode: any node change can end the hold.
@@ -251,6 +254,11 @@ func waitForDetach(c *Claim, to string, members bool, why string) (Decision, boo
 				break
 			}
 		}
+	}
+	if s := c.StaleAttachment; at == "" && s != nil && s.Node != to {
+		return Decision{Action: Hold, Claim: c.Key, Reason: ReasonWaitDetach, Until: s.Until,
+			Message: fmt.Sprintf("claim %s %s; its volume was released from deleted node %s, which the attach/detach controller counts as attached until its next state sync (by %s); "+
+				"waiting so the pod does not hang on a Multi-Attach error", c.Key, why, s.Node, s.Until.UTC().Format(time.RFC3339))}, true
 	}
 	if at == "" {
 		return Decision{}, false

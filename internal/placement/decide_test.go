@@ -62,6 +62,10 @@ func claim(key string, members ...Member) Claim {
 }
 func (c Claim) attached(nodes ...string) Claim  { c.VolumeNodes, c.Attached = nodes, nodes; return c }
 func (c Claim) detaching(nodes ...string) Claim { c.Detaching = nodes; return c }
+func (c Claim) stale(node string) Claim {
+	c.StaleAttachment = &StaleAttachment{Node: node, Until: t0.Add(time.Minute)}
+	return c
+}
 
 func input(pod Member, nodes nodeList, claims ...Claim) *Input {
 	return &Input{Pod: pod, Claims: claims, Nodes: nodes, Now: t0, MissingClaimGrace: time.Minute}
@@ -95,6 +99,10 @@ func TestDecide(t *testing.T) {
 			input(p, nodeList{node("n1"), node("n2").notReady()}, claim("ns/data", p).attached("n2")), Hold, "", ReasonWaitDetach, false, "leave n2"},
 		{"volume still detaching from a cordoned node: wait",
 			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p).detaching("n2")), Hold, "", ReasonWaitDetach, false, "leave n2"},
+		// Failover released the volume from a deleted node; the
+		// attach/detach controller still counts it there until its sync.
+		{"volume released from a deleted node: wait for the attach/detach controller's sync",
+			input(p, nodeList{node("n1")}, claim("ns/data", p).stale("gone")), Hold, "", ReasonWaitDetach, false, "deleted node gone"},
 		{"home cordoned with members still there: hold, never pin to it",
 			input(p, nodeList{node("n1"), node("n2").cordoned()}, claim("ns/data", p, bound("a", "n2"))), Hold, "", ReasonHomeLeaving, false, "home n2 is cordoned"},
 		{"home NotReady: hold", input(p, nodeList{node("n1"), node("n2").notReady()}, claim("ns/data", p, bound("a", "n2"))), Hold, "", ReasonHomeLeaving, false, "not Ready"},
@@ -243,5 +251,19 @@ func TestWaitsOn(t *testing.T) {
 				t.Errorf("annotation %q, want %q", held.Annotations[AnnotationHeldFor], tc.want)
 			}
 		})
+	}
+}
+
+// TestStaleAttachmentHoldEnds: the hold for a volume released from a
+// deleted node says when to look again, and a pod pinned to that node's
+// name (a move's target) is not held by it.
+func TestStaleAttachmentHoldEnds(t *testing.T) {
+	c := claim("ns/data", gated("p", 1)).stale("gone")
+	d := Decide(input(gated("p", 1), nodeList{node("n1")}, c))
+	if d.Action != Hold || !d.Until.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("decision %+v, want a hold until the sync", d)
+	}
+	if _, wait := waitForDetach(&c, "gone", false, "x"); wait {
+		t.Error("held a pod going to the node the volume is counted on")
 	}
 }

@@ -226,6 +226,11 @@ type Claim struct {
 	// Detaching are the nodes of VolumeAttachments being deleted: the
 	// volume is still on them until the detach finishes.
 	Detaching []string
+	// StaleAttachment, if set, is a deleted node the volume was released
+	// from (failover deleted its VolumeAttachment) that the attach/detach
+	// controller may still count as attached: until its next state sync
+	// it refuses to attach the volume anywhere else.
+	StaleAttachment *StaleAttachment
 	// VolumeAffinity is the bound PV's node affinity (its zone), or for a
 	// claim not bound yet its StorageClass's allowedTopologies.
 	VolumeAffinity *corev1.NodeSelector
@@ -249,6 +254,13 @@ type Claim struct {
 	// optimistic concurrency, so two placers with different cache views
 	// cannot both release a first member.
 	Placing string
+}
+
+// StaleAttachment is a volume's attachment to a deleted node that the
+// attach/detach controller may remember until Until.
+type StaleAttachment struct {
+	Node  string
+	Until time.Time
 }
 
 // Node is a node as placement sees it.

@@ -43,11 +43,13 @@ const (
 
 // huddleDefaults are the chart values huddle-sim installs with, under the
 // user's: cluster-wide mode, so manifests run with `--huddle` need no
-// namespace label, and the timing profile's claim grace.
+// namespace label, and the timing profile's claim grace and attach/detach
+// sync period.
 func (c *Cluster) huddleDefaults() map[string]any {
 	return map[string]any{
-		"mode":              "cluster",
-		"missingClaimGrace": c.Timing.MissingClaimGrace().String(),
+		"mode":                   "cluster",
+		"missingClaimGrace":      c.Timing.MissingClaimGrace().String(),
+		"attachDetachSyncPeriod": c.Timing.AttachDetachSyncPeriod.String(),
 	}
 }
 

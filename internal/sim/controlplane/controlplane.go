@@ -212,6 +212,7 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		"--node-monitor-period="+t.NodeMonitorPeriod.String(),
 		"--node-monitor-grace-period="+t.NodeMonitorGracePeriod.String(),
 		"--node-startup-grace-period="+t.NodeStartupGracePeriod.String(),
+		"--attach-detach-reconcile-sync-period="+t.AttachDetachSyncPeriod.String(),
 		"--kube-api-qps=100", "--kube-api-burst=200",
 		"--profiling=false",
 	)

@@ -58,6 +58,10 @@ type Profile struct {
 	// MaxWaitForUnmount is the attach/detach controller's wait before it
 	// force-detaches a volume from an unhealthy node whose pods are gone.
 	MaxWaitForUnmount time.Duration
+	// AttachDetachSyncPeriod is kube-controller-manager's
+	// --attach-detach-reconcile-sync-period: how often the attach/detach
+	// controller checks its attachments against the VolumeAttachments.
+	AttachDetachSyncPeriod time.Duration
 	// SchedulerMaxBackoff is kube-scheduler's podMaxBackoffSeconds.
 	SchedulerMaxBackoff time.Duration
 
@@ -85,6 +89,7 @@ func EKS() Profile {
 		NodeStartupGracePeriod: 60 * time.Second,
 		NotReadyToleration:     300 * time.Second,
 		MaxWaitForUnmount:      6 * time.Minute,
+		AttachDetachSyncPeriod: time.Minute,
 		SchedulerMaxBackoff:    10 * time.Second,
 		SettlePeriod:           30 * time.Second,
 		RunTimeout:             10 * time.Minute,
@@ -109,6 +114,7 @@ func Fast() Profile {
 		NodeStartupGracePeriod: 10 * time.Second,
 		NotReadyToleration:     5 * time.Second,
 		MaxWaitForUnmount:      15 * time.Second,
+		AttachDetachSyncPeriod: 2 * time.Second,
 		SchedulerMaxBackoff:    2 * time.Second,
 		SettlePeriod:           8 * time.Second,
 		RunTimeout:             3 * time.Minute,

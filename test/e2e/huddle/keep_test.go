@@ -355,6 +355,47 @@ func TestUnreachableNodeNeverFenced(t *testing.T) {
 	env.Annotate(home, kubelet.AnnotationPower, "on")
 }
 
+// TestDeletedHomeFailover: the home's instance is terminated: the node
+// stops reporting, then its Node object is deleted (as the cloud node
+// lifecycle controller does for an instance that no longer exists, before
+// its Auto Scaling group or Karpenter replaces it). There is no node left
+// to taint, and Kubernetes alone releases the volume only after the pod
+// garbage collector's 40-second quarantine and then the attach/detach
+// controller's max wait for unmount (6 minutes on EKS). With failover
+// huddle deletes the members and the VolumeAttachment at once and holds
+// the replacements until the attach/detach controller's next state sync,
+// so none of them reports a Multi-Attach error.
+func TestDeletedHomeFailover(t *testing.T) {
+	env := simtest.New(t)
+	setHuddleValues(env, map[string]any{"failover": true})
+	env.AddNodes(3, simtest.NodeOptions{})
+	env.Create(env.Claim("data"), env.Deployment("app", 3, "data"))
+	home := together(env, "app=app", 3, time.Minute)
+	env.Annotate(home, kubelet.AnnotationPower, "off")
+	env.Eventually("home NotReady", time.Minute, func() error {
+		if s := env.NodeReady(home); s == corev1.ConditionTrue {
+			return fmt.Errorf("node %s Ready", home)
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := env.Client.CoreV1().Nodes().Delete(env.Ctx, home, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Well inside the pod garbage collector's quarantine: Kubernetes alone
+	// has not even deleted the pods by then.
+	moved := together(env, "app=app", 3, 30*time.Second)
+	t.Logf("home %s deleted while NotReady: huddle Running on %s %s later (attach/detach sync period %s)",
+		home, moved, time.Since(start).Round(100*time.Millisecond), env.Timing().AttachDetachSyncPeriod)
+	huddled(env, "data", moved, 3)
+	if n := eventCount(env, "FailedAttachVolume"); n != 0 {
+		t.Fatalf("%d FailedAttachVolume events, want 0: a replacement was released while the attach/detach controller still counted the volume on %s", n, home)
+	}
+	if n := env.Events("data", "HomeDeleted"); len(n) == 0 {
+		t.Error("no HomeDeleted event on the Huddle")
+	}
+}
+
 // TestShutdownWithoutFailover is TestShutdownFailover's scenario with
 // huddle's default (failover off): Kubernetes alone leaves the pods of the
 // shut-down node Terminating, the volume attached there, and the huddle
