@@ -46,6 +46,10 @@ var faultWeights = []struct {
 	{fDeleteNode, 1}, {fNewNode, 1}, {fFillHome, 2}, {fKillHuddle, 2}, {fJob, 2},
 }
 
+// maxMovable is the most replicas of a moving huddle's Deployment (of
+// 500m each): 2 CPU, so some node of 4 can take the whole huddle.
+const maxMovable = 4
+
 // maxDisrupted is the most pool nodes down, drained or cordoned at once,
 // so the huddles always have somewhere to go.
 const maxDisrupted = 2
@@ -161,6 +165,9 @@ func (c *chaos) apply(kind string) (bool, error) {
 	case fScale:
 		name := c.w.deployments[c.rng.IntN(len(c.w.deployments))]
 		n := 1 + c.rng.IntN(6)
+		if c.w.isMovable(name) {
+			n = min(n, maxMovable)
+		}
 		c.logf("scale deployment %s to %d", name, n)
 		_, err := client.AppsV1().Deployments(ns).Patch(ctx, name, types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)), metav1.PatchOptions{})
 		return true, err
@@ -281,6 +288,18 @@ func (c *chaos) fillHome() (bool, error) {
 		return false, err
 	}
 	home := h.Status.Home
+	dep := fmt.Sprintf("a%s", claim[1:]) // d<g>-4 is a<g>-4's claim
+	d, err := client.AppsV1().Deployments(ns).Get(ctx, dep, metav1.GetOptions{})
+	if err != nil {
+		return false, err
+	}
+	// Two more members, as long as the huddle stays small enough to fit
+	// a node: larger, it might fit no node at all, and its pods would wait
+	// however huddle behaved.
+	n := ptr.Deref(d.Spec.Replicas, 1) + 2
+	if n > maxMovable {
+		return false, nil
+	}
 	node, err := client.CoreV1().Nodes().Get(ctx, home, metav1.GetOptions{})
 	if err != nil {
 		return false, err
@@ -311,12 +330,6 @@ func (c *chaos) fillHome() (bool, error) {
 		delete(c.disrupted, home)
 		return true, err
 	}
-	dep := fmt.Sprintf("a%s", claim[1:]) // d<g>-4 is a<g>-4's claim
-	d, err := client.AppsV1().Deployments(ns).Get(ctx, dep, metav1.GetOptions{})
-	if err != nil {
-		return true, err
-	}
-	n := ptr.Deref(d.Spec.Replicas, 1) + 2
 	c.logf("fill home %s of huddle %s (pod %s, %dm CPU) and scale deployment %s to %d: it must move", home, claim, name, free-200, dep, n)
 	if _, err := client.AppsV1().Deployments(ns).Patch(ctx, dep, types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)), metav1.PatchOptions{}); err != nil {
 		return true, err

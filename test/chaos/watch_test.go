@@ -96,7 +96,11 @@ type checker struct {
 	deletes map[string][]time.Time
 	// terminating: the UIDs of pods seen with a deletion requested.
 	terminating map[types.UID]bool
-	auditUser   string
+	// nodeOf: the node each pod UID was bound to; goneNodes: the nodes
+	// whose Node object was deleted (failover deletes their pods).
+	nodeOf    map[types.UID]string
+	goneNodes map[string]bool
+	auditUser string
 }
 
 func newChecker(env *simtest.Env) *checker {
@@ -104,8 +108,8 @@ func newChecker(env *simtest.Env) *checker {
 		env: env, start: time.Now(), stop: make(chan struct{}),
 		pods: map[string]*podRecord{}, uids: map[string]bool{}, events: map[string]int32{},
 		attached: map[string]map[string]time.Time{}, doubleDone: map[string]bool{}, huddles: map[string]*huddlev1.Huddle{}, deletes: map[string][]time.Time{},
-		terminating: map[types.UID]bool{},
-		auditUser:   "system:serviceaccount:" + cluster.HuddleNamespace + ":",
+		terminating: map[types.UID]bool{}, nodeOf: map[types.UID]string{}, goneNodes: map[string]bool{},
+		auditUser: "system:serviceaccount:" + cluster.HuddleNamespace + ":",
 	}
 	if st, err := os.Stat(env.Cluster.AuditLog); err == nil {
 		c.auditOffset = st.Size()
@@ -143,6 +147,18 @@ func newChecker(env *simtest.Env) *checker {
 			}
 			if va, ok := obj.(*storagev1.VolumeAttachment); ok {
 				c.onAttachment(va, true)
+			}
+		},
+	})
+	_, _ = all.Core().V1().Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if n, ok := obj.(*corev1.Node); ok {
+				c.mu.Lock()
+				c.goneNodes[n.Name] = true
+				c.mu.Unlock()
 			}
 		},
 	})
@@ -187,6 +203,9 @@ func (c *checker) onPod(p *corev1.Pod) {
 	c.uids[string(p.UID)] = true
 	if p.DeletionTimestamp != nil {
 		c.terminating[p.UID] = true
+	}
+	if p.Spec.NodeName != "" {
+		c.nodeOf[p.UID] = p.Spec.NodeName
 	}
 	if p.Annotations[placement.AnnotationPinnedBy] != "" {
 		r.pinned = true
@@ -417,15 +436,16 @@ func (c *checker) onHuddleRequest(e auditEvent) {
 		// A delete of an earlier incarnation of the name (a StatefulSet
 		// pod recreated meanwhile) is judged by that incarnation.
 		if ro := e.RequestObject; ro != nil && ro.Preconditions != nil && ro.Preconditions.UID != nil && (p == nil || *ro.Preconditions.UID != p.UID) {
-			if !c.terminating[*ro.Preconditions.UID] {
+			if uid := *ro.Preconditions.UID; !c.terminating[uid] && !c.goneNodes[c.nodeOf[uid]] {
 				c.addLocked(vDeleted, "huddle deleted an earlier pod %s (uid %s) that was not terminating, instead of evicting it through the Eviction API", name, *ro.Preconditions.UID)
 			}
 			return
 		}
 		// Deleting a pod that is already terminating (a fenced node's: an
-		// earlier deletion or eviction of this pod is in the audit log)
-		// or was never bound (a pin that cannot bind) is no eviction.
-		if p == nil || p.Spec.NodeName == "" || r.livePhase == corev1.PodSucceeded || r.livePhase == corev1.PodFailed {
+		// earlier deletion or eviction of this pod is in the audit log),
+		// was never bound (a pin that cannot bind) or is bound to a Node
+		// that was deleted (failover releases its volume) is no eviction.
+		if p == nil || p.Spec.NodeName == "" || c.goneNodes[p.Spec.NodeName] || r.livePhase == corev1.PodSucceeded || r.livePhase == corev1.PodFailed {
 			return
 		}
 		created := p.CreationTimestamp.Add(-time.Second) // second precision
