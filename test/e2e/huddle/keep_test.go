@@ -382,9 +382,20 @@ func TestDeletedHomeFailover(t *testing.T) {
 	if err := env.Client.CoreV1().Nodes().Delete(env.Ctx, home, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// Well inside the pod garbage collector's quarantine: Kubernetes alone
-	// has not even deleted the pods by then.
+	// Well inside the pod garbage collector's 40-second quarantine:
+	// Kubernetes alone has not even deleted the pods by then.
+	env.Eventually("the pods of the deleted node are deleted", 10*time.Second, func() error {
+		for _, p := range env.Pods("app=app") {
+			if p.Spec.NodeName == home {
+				return fmt.Errorf("pod %s still on %s", p.Name, home)
+			}
+		}
+		return nil
+	})
 	moved := together(env, "app=app", 3, 30*time.Second)
+	if moved == home {
+		t.Fatalf("huddle still on the deleted node %s", home)
+	}
 	t.Logf("home %s deleted while NotReady: huddle Running on %s %s later (attach/detach sync period %s)",
 		home, moved, time.Since(start).Round(100*time.Millisecond), env.Timing().AttachDetachSyncPeriod)
 	huddled(env, "data", moved, 3)
