@@ -64,6 +64,9 @@ type Keeper struct {
 const (
 	evictionBackoff    = 2 * time.Second
 	evictionBackoffMax = 2 * time.Minute
+	// evictionConflictRetry is when to look again after an eviction
+	// answered 409 Conflict.
+	evictionConflictRetry = time.Second
 )
 
 // Reconcile repairs the huddle of one claim (the request names the claim).
@@ -229,11 +232,16 @@ func (r *Keeper) evict(ctx context.Context, hud *huddlev1.Huddle, pod *corev1.Po
 		r.Recorder.Event(hud, corev1.EventTypeNormal, reason, msg)
 		logger.Info("Evicted member", "reason", reason, "node", pod.Spec.NodeName)
 		return 0, nil
-	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-		// Gone, or replaced by a pod of the same name (the UID differs):
-		// the watch brings the new one.
+	case apierrors.IsNotFound(err):
 		r.clearBlocked(key)
 		return 0, nil
+	case apierrors.IsConflict(err):
+		// Replaced by a pod of the same name (the UID precondition failed),
+		// or a PodDisruptionBudget changed while the API server checked it:
+		// the pod may still be here either way, so look again soon with
+		// what the watches bring rather than count it as gone.
+		logger.V(1).Info("Eviction conflicted, looking again", "err", err)
+		return evictionConflictRetry, nil
 	case apierrors.IsTooManyRequests(err):
 		n := r.refused(key)
 		wait := min(evictionBackoff<<min(n-1, 10), evictionBackoffMax)

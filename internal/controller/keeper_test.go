@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -9,10 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/record"
@@ -109,6 +112,9 @@ type fixture struct {
 	client    client.Client
 	events    *record.FakeRecorder
 	evictions []*policyv1.Eviction
+	// refuse, if set, answers each eviction instead of the fake client
+	// (nil: evict).
+	refuse func(*policyv1.Eviction) error
 }
 
 func newFixture(t *testing.T, w *world, o Options, objs ...client.Object) *fixture {
@@ -129,6 +135,11 @@ func newFixture(t *testing.T, w *world, o Options, objs ...client.Object) *fixtu
 		WithInterceptorFuncs(interceptor.Funcs{SubResourceCreate: func(ctx context.Context, c client.Client, sub string, obj client.Object, subObj client.Object, opts ...client.SubResourceCreateOption) error {
 			if ev, ok := subObj.(*policyv1.Eviction); ok {
 				f.evictions = append(f.evictions, ev.DeepCopy())
+				if f.refuse != nil {
+					if err := f.refuse(ev); err != nil {
+						return err
+					}
+				}
 			}
 			return c.SubResource(sub).Create(ctx, obj, subObj, opts...)
 		}}).
@@ -402,4 +413,61 @@ func TestRecreatingOwners(t *testing.T) {
 	if k := ownerKind(pod("x", "")); k != "" {
 		t.Errorf("ownerKind of a bare pod: %q", k)
 	}
+}
+
+// TestKeeperEvictionRefused: a member away from home whose eviction is
+// refused (429: a PodDisruptionBudget) stays, the refusal is written on
+// the pod and once on the Huddle, and repair tries again after a backoff
+// that doubles; a 409 (the pod replaced under the same name, or a budget
+// that changed meanwhile) is not taken for an eviction either: repair
+// looks again a second later.
+func TestKeeperEvictionRefused(t *testing.T) {
+	home := func() *storagev1.VolumeAttachment {
+		return &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: "va"}, Spec: storagev1.VolumeAttachmentSpec{NodeName: "n1",
+			Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: ptr.To("pv-data")}}, Status: storagev1.VolumeAttachmentStatus{Attached: true}}
+	}
+	newF := func(t *testing.T, err error) *fixture {
+		w := newWorld(huddlev1.HuddleSpec{}).node("n1", 4000).node("n2", 4000)
+		f := newFixture(t, w, options, running(pod("home", "ReplicaSet"), "n1"), running(pod("away", "ReplicaSet"), "n2"))
+		f.refuse = func(*policyv1.Eviction) error { return err }
+		if err := f.client.Create(context.Background(), home()); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	pdb := apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 0)
+	t.Run("429", func(t *testing.T) {
+		f := newF(t, pdb)
+		for i, want := range []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second} {
+			res := f.reconcile(t)
+			if res.RequeueAfter != want {
+				t.Errorf("refusal %d: requeue after %s, want %s", i+1, res.RequeueAfter, want)
+			}
+		}
+		if len(f.evictions) != 3 {
+			t.Errorf("%d evictions asked for, want 3", len(f.evictions))
+		}
+		away := f.pod(t, "away")
+		if away == nil {
+			t.Fatal("refused eviction removed the pod")
+		}
+		if why := away.Annotations[AnnotationRepair]; !strings.Contains(why, "eviction refused, retrying in 8s") || !strings.Contains(why, "disruption budget") {
+			t.Errorf("pod annotated %q, want the refusal, its retry and the API server's message", why)
+		}
+		if n := strings.Count(f.drain(), "EvictionRefused"); n != 1 {
+			t.Errorf("%d EvictionRefused events, want 1", n)
+		}
+	})
+	t.Run("409", func(t *testing.T) {
+		f := newF(t, apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "away", errors.New("the object has been modified")))
+		if res := f.reconcile(t); res.RequeueAfter != evictionConflictRetry {
+			t.Errorf("requeue after %s, want %s", res.RequeueAfter, evictionConflictRetry)
+		}
+		if f.pod(t, "away") == nil {
+			t.Fatal("pod gone")
+		}
+		if e := f.drain(); strings.Contains(e, "EvictedAwayFromHome") {
+			t.Errorf("a conflicted eviction reported as done: %s", e)
+		}
+	})
 }
