@@ -108,7 +108,7 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 			continue
 		}
 		if wait := r.allow(f.Key); wait > 0 {
-			after = minPositive(after, wait)
+			after = placement.Sooner(after, wait)
 			continue
 		}
 		wait, err := r.evict(ctx, f.Huddle, pod, a.Why, "EvictedAwayFromHome",
@@ -116,13 +116,13 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		after = minPositive(after, wait)
+		after = placement.Sooner(after, wait)
 	}
 	stuckCheck, err := r.replaceStuck(ctx, f, pods, report)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: minPositive(minPositive(after, moveCheck), stuckCheck)}, nil
+	return ctrl.Result{RequeueAfter: placement.Sooner(placement.Sooner(after, moveCheck), stuckCheck)}, nil
 }
 
 // defaultMoveAfter is spec.moveAfter's default.
@@ -163,11 +163,11 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 	if in.WhenStuck || f.MoveTarget != "" {
 		for _, m := range f.Members {
 			if !m.UnschedulableSince.IsZero() {
-				again = minPositive(again, max(time.Second, m.UnschedulableSince.Add(in.After).Sub(in.Now)))
+				again = placement.Sooner(again, max(time.Second, m.UnschedulableSince.Add(in.After).Sub(in.Now)))
 			}
 		}
 		if f.MoveTarget != "" {
-			again = minPositive(again, 5*time.Second)
+			again = placement.Sooner(again, 5*time.Second)
 		}
 	}
 	if err := r.markBlocked(ctx, f, plan); err != nil {
@@ -209,7 +209,7 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 		f.MoveTarget = ""
 	}
 	f.Claim.MoveTarget = f.MoveTarget
-	return minPositive(again, 5*time.Second), nil
+	return placement.Sooner(again, 5*time.Second), nil
 }
 
 // evict evicts one member through the Eviction API, so budgets apply,
@@ -327,14 +327,4 @@ func apiMessage(err error) string {
 		return s.Status().Message
 	}
 	return err.Error()
-}
-
-func minPositive(a, b time.Duration) time.Duration {
-	switch {
-	case a <= 0:
-		return b
-	case b <= 0:
-		return a
-	}
-	return min(a, b)
 }

@@ -48,7 +48,7 @@ func (r *Keeper) replaceStuck(ctx context.Context, f *ClaimFacts, pods map[strin
 			continue
 		}
 		if wait := r.allow(f.Key); wait > 0 {
-			after = minPositive(after, wait)
+			after = placement.Sooner(after, wait)
 			continue
 		}
 		wait, err := r.evict(ctx, f.Huddle, pod, s.Why, "ReplacedStuckMember", "Evicted "+pod.Name+": "+s.Why)
@@ -56,7 +56,7 @@ func (r *Keeper) replaceStuck(ctx context.Context, f *ClaimFacts, pods map[strin
 			return 0, err
 		}
 		if wait > 0 {
-			after = minPositive(after, wait)
+			after = placement.Sooner(after, wait)
 			continue
 		}
 		stuckReplaced.Inc()

@@ -69,7 +69,7 @@ func PlanStuck(c *Claim, nodes Nodes, now time.Time, deadline time.Duration) Stu
 		case m.UnschedulableSince.IsZero():
 			continue
 		case now.Sub(m.UnschedulableSince) < deadline:
-			p.Next = minPositiveDuration(p.Next, deadline-now.Sub(m.UnschedulableSince))
+			p.Next = Sooner(p.Next, deadline-now.Sub(m.UnschedulableSince))
 			continue
 		default:
 			waited := fmt.Sprintf("has been unschedulable for over %s", deadline)
@@ -127,7 +127,9 @@ func orNone(home string) string {
 	return "now " + home
 }
 
-func minPositiveDuration(a, b time.Duration) time.Duration {
+// Sooner is the sooner of two waits, where zero (or less) is no wait at
+// all: what a reconciler that must look again at several times asks for.
+func Sooner(a, b time.Duration) time.Duration {
 	switch {
 	case a <= 0:
 		return b
