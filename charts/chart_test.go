@@ -265,7 +265,7 @@ func TestDefaults(t *testing.T) {
 		"--cert-secret=huddle-webhook-cert",
 		"--manage-certs=true",
 		"--failover=false",
-		"--attach-detach-sync-period=1m",
+		"--attach-detach-reconcile-sync-period=1m",
 		"--max-evictions-per-second=5",
 		"--max-moves-per-hour=6",
 		"--move-deadline=10m",

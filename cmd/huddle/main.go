@@ -66,8 +66,8 @@ func main() {
 		missingGrace    = flag.Duration("missing-claim-grace", 30*time.Second, "how long a pod waits for a claim that does not exist before it is released anyway")
 		maxCandidates   = flag.Int("max-candidates", 16, "most nodes a fresh huddle's first member is pinned to")
 		workers         = flag.Int("workers", 4, "concurrent reconciles per controller")
-		failover        = flag.Bool("failover", false, "fence a NotReady home node that the cloud reports shut down (taint "+controller.TaintShutdown+") with node.kubernetes.io/out-of-service, so its volumes detach at once instead of after 6 minutes (never an unreachable one); and release the volumes of a home whose Node is deleted while NotReady (a terminated instance) the same way")
-		detachSync      = flag.Duration("attach-detach-sync-period", time.Minute, "kube-controller-manager's --attach-detach-reconcile-sync-period (1m unless your control plane sets it): with --failover, pods of a volume released from a deleted node wait this long for the attach/detach controller to notice")
+		failover        = flag.Bool("failover", false, "fence a NotReady home node that the cloud reports shut down (taint "+controller.TaintShutdown+") with node.kubernetes.io/out-of-service, so its volumes detach at once instead of after 6 minutes (never an unreachable one); and release the volumes of a node whose Node is deleted after its kubelet stopped posting (a terminated instance): force-delete its pods of huddles and delete their VolumeAttachments (never delete the Node of a machine that may still run)")
+		detachSync      = flag.Duration("attach-detach-reconcile-sync-period", time.Minute, "kube-controller-manager's --attach-detach-reconcile-sync-period (1m unless your control plane sets it): with --failover, pods of a volume released from a deleted node wait this long for the attach/detach controller to notice")
 		evictionRate    = flag.Float64("max-evictions-per-second", 5, "cluster-wide limit of repair's evictions (each huddle also has its own: a burst of 10, then one per 2s)")
 		movesPerHour    = flag.Int("max-moves-per-hour", 6, "most whole-huddle moves (spec.move: WhenStuck) of one huddle per hour (0: no moves)")
 		moveDeadline    = flag.Duration("move-deadline", 10*time.Minute, "how long a whole-huddle move may take from its start; an unfinished move is then abandoned and the huddle comes together where its members run")
@@ -88,7 +88,7 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 	if *moveDeadline <= 0 || *stuckDeadline <= 0 || *detachSync <= 0 || *movesPerHour < 0 {
-		log.Error(errors.New("--move-deadline, --unschedulable-deadline and --attach-detach-sync-period must be positive, --max-moves-per-hour at least 0"), "invalid flags")
+		log.Error(errors.New("--move-deadline, --unschedulable-deadline and --attach-detach-reconcile-sync-period must be positive, --max-moves-per-hour at least 0"), "invalid flags")
 		os.Exit(2)
 	}
 	// Out of a cluster (--webhook-url) several huddles may share a machine:

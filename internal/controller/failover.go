@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
+	"github.com/huddle-io/huddle/internal/placement"
 )
 
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;update
@@ -39,9 +41,10 @@ const (
 	// AnnotationFenced on a node records that huddle added the
 	// out-of-service taint, and when; only such taints are removed.
 	AnnotationFenced = "huddle.io/fenced"
-	// AnnotationStaleAttachment on a Huddle records that failover removed
-	// the VolumeAttachment of a deleted node, and until when the
-	// attach/detach controller may still count the volume attached there:
+	// AnnotationStaleAttachment on a Huddle records that failover is
+	// releasing its volume from a deleted node, "<node> <RFC3339 time>
+	// releasing", or has removed the VolumeAttachment there and until when
+	// the attach/detach controller may still count the volume attached,
 	// "<node> <RFC3339 time>". Until then the volume's pods are held.
 	AnnotationStaleAttachment = "huddle.io/stale-attachment"
 )
@@ -62,20 +65,16 @@ const (
 // garbage collector does the same, but only every 20 seconds). Their
 // volumes detach as soon as they are gone.
 //
-// A home whose Node object is deleted while NotReady (an instance
-// terminated: the cloud node lifecycle controller deletes the Node of an
-// instance that no longer exists, and Auto Scaling groups and Karpenter
-// replace it) cannot be fenced: there is no Node to taint, and the
-// attach/detach controller waits its full 6 minutes before it
+// A home whose Node object is deleted after its kubelet stopped posting
+// (an instance terminated: the cloud node lifecycle controller deletes
+// the Node of an instance that no longer exists, and Auto Scaling groups
+// and Karpenter replace it) cannot be fenced: there is no Node to taint,
+// and the attach/detach controller waits its full 6 minutes before it
 // force-detaches a volume the node last reported in use. The Fencer
-// force-deletes the node's pods that mount a huddle's claim and then
-// deletes the VolumeAttachments of huddles' volumes there (the CSI
-// attacher detaches, which for a terminated instance is already so); the
-// attach/detach controller notices at its next state sync, and the
-// volume's pods are held until then (AnnotationStaleAttachment). A Node
-// deleted while Ready is left alone: its machine may be alive and
-// writing (a `kubectl delete node` by hand), which is why upstream keeps
-// the 6-minute wait.
+// releases such a node's huddle volumes itself (releaseDeleted). A Node
+// deleted while its kubelet still reports is left alone: its machine may
+// be alive and writing (a `kubectl delete node` by hand), which is why
+// upstream keeps the 6-minute wait.
 type Fencer struct {
 	Client   client.Client
 	Recorder record.EventRecorder
@@ -87,9 +86,11 @@ type Fencer struct {
 	DetachSync time.Duration
 
 	mu sync.Mutex
-	// gone are the nodes deleted while NotReady whose huddle volumes are
-	// not released yet.
-	gone map[string]bool
+	// gone are the nodes seen deleted while their instance was gone whose
+	// release is not recorded on the Huddles yet; tries counts the
+	// retries of a release waiting for pods to go.
+	gone  map[string]bool
+	tries map[string]int
 }
 
 // Reconcile fences or unfences one node, or releases the volumes of a
@@ -97,11 +98,12 @@ type Fencer struct {
 func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	node := &corev1.Node{}
 	if err := r.Client.Get(ctx, req.NamespacedName, node); err != nil {
-		if apierrors.IsNotFound(err) && r.isGone(req.Name) {
+		if apierrors.IsNotFound(err) {
 			return r.releaseDeleted(ctx, req.Name)
 		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return ctrl.Result{}, err
 	}
+	r.forget(node.Name, true) // a Node of that name exists (again)
 	logger := log.FromContext(ctx)
 	ready, shutdown := nodeReady(node), hasTaint(node, TaintShutdown)
 	_, fenced := node.Annotations[AnnotationFenced]
@@ -160,34 +162,50 @@ func (r *Fencer) deleteTerminating(ctx context.Context, node *corev1.Node) error
 		if p.DeletionTimestamp == nil {
 			continue
 		}
-		err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0), client.Preconditions{UID: &p.UID})
-		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-			continue // gone already, or a new pod of the same name
-		}
-		if err != nil {
+		if err := r.forceDelete(ctx, p); err != nil {
 			return err
 		}
-		fences.WithLabelValues("delete-pod").Inc()
 		log.FromContext(ctx).Info("Deleted a terminating pod of a fenced node", "pod", klog.KObj(p), "node", node.Name)
 	}
 	return nil
 }
 
 // NodeDeleted records a Node deletion seen by the watch (obj is its last
-// state): a node that was NotReady is gone with its machine, and its
-// huddle volumes are released; one deleted while Ready is not.
-func (r *Fencer) NodeDeleted(obj client.Object) bool {
+// state, stateUnknown if the watch missed the deletion and obj may be
+// stale) and says whether its huddle volumes are to be released: only if
+// that state shows the machine gone (instanceGone). A Node deleted while
+// its kubelet still reported is left alone, and so is one whose last
+// state is not known.
+func (r *Fencer) NodeDeleted(obj client.Object, stateUnknown bool) bool {
 	node, ok := obj.(*corev1.Node)
-	if !ok || nodeReady(node) {
+	if !ok {
 		return false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if stateUnknown || !instanceGone(node) {
+		delete(r.gone, node.Name)
+		return false
+	}
 	if r.gone == nil {
 		r.gone = map[string]bool{}
 	}
 	r.gone[node.Name] = true
 	return true
+}
+
+// instanceGone says whether a Node's state shows its machine stopped: the
+// kubelet stopped posting status (Ready Unknown, as the node lifecycle
+// controller marks it after the node monitor grace period), or the cloud
+// reports the instance shut down. Ready False is a kubelet still alive
+// and reporting, whose pods may still be writing.
+func instanceGone(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionUnknown || (c.Status != corev1.ConditionTrue && hasTaint(n, TaintShutdown))
+		}
+	}
+	return false
 }
 
 func (r *Fencer) isGone(node string) bool {
@@ -196,21 +214,69 @@ func (r *Fencer) isGone(node string) bool {
 	return r.gone[node]
 }
 
-// staleMargin is added to DetachSync for the state sync's own work.
-const staleMargin = 2 * time.Second
+// forget drops what the Fencer remembers of a node: its deletion (a Node
+// of that name exists again, or the deletion is recorded on the Huddles)
+// and, with retries, how often its release was retried.
+func (r *Fencer) forget(node string, retries bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.gone, node)
+	if retries {
+		delete(r.tries, node)
+	}
+}
 
-// releaseRetry is how soon releasing a deleted node's volumes looks again
-// while its pods are still being deleted.
-const releaseRetry = time.Second
+// retry is how soon to look again at a node whose pods are still being
+// deleted: releaseRetry, doubling with each try up to releaseRetryMax
+// (a pod held by a finalizer may never go).
+func (r *Fencer) retry(node string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tries == nil {
+		r.tries = map[string]int{}
+	}
+	r.tries[node]++
+	return min(releaseRetry<<min(r.tries[node]-1, 6), releaseRetryMax)
+}
 
-// releaseDeleted releases the huddle volumes of a node deleted while
-// NotReady: first its pods that mount them (force-deleted, as the pod
-// garbage collector would after its 40-second quarantine), then, once no
-// pod there mounts a volume any more (the attach/detach controller would
-// attach it again), the VolumeAttachment, after recording on the Huddle
-// until when its pods wait for the attach/detach controller to notice.
+const (
+	// staleMargin is added to DetachSync for the state sync's own work.
+	staleMargin = 2 * time.Second
+	// releaseRetry and releaseRetryMax bound how soon releasing a deleted
+	// node's volumes looks again while its pods are still being deleted.
+	releaseRetry    = time.Second
+	releaseRetryMax = time.Minute
+	// releaseBound is how long the pods of a volume whose release has
+	// begun wait at most for it: the attach/detach controller's own
+	// maximum wait for unmount (6 minutes, no flag), after which it
+	// force-detaches the volume by itself once the pods are gone.
+	releaseBound = 6 * time.Minute
+	// staleReleasing ends AnnotationStaleAttachment while the release is
+	// under way.
+	staleReleasing = "releasing"
+)
+
+// releaseDeleted releases the huddle volumes of a node deleted while its
+// instance was gone. For each such volume it first records on the Huddle
+// that the release has begun ("<node> <until> releasing", until at most
+// releaseBound away), so the volume's pods are held and a restarted
+// huddle carries on; then force-deletes the node's pods that mount it (as
+// the pod garbage collector would after its 40-second quarantine); once
+// none is left (the attach/detach controller would attach the volume
+// again for them) deletes the VolumeAttachment; and once that is gone,
+// records until when the attach/detach controller may still count the
+// volume attached: its next state sync. Nodes that were not seen deleted
+// this way and that no Huddle names are left to Kubernetes.
 func (r *Fencer) releaseDeleted(ctx context.Context, name string) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
+	marked := &huddlev1.HuddleList{}
+	if err := r.Client.List(ctx, marked, client.MatchingFields{indexStaleNode: name}); err != nil {
+		return ctrl.Result{}, err
+	}
+	gone := r.isGone(name)
+	if !gone && len(marked.Items) == 0 {
+		return ctrl.Result{}, nil
+	}
 	vas := &storagev1.VolumeAttachmentList{}
 	if err := r.Client.List(ctx, vas, client.MatchingFields{IndexAttachmentNode: name}); err != nil {
 		return ctrl.Result{}, err
@@ -219,72 +285,144 @@ func (r *Fencer) releaseDeleted(ctx context.Context, name string) (ctrl.Result, 
 	if err := r.Client.List(ctx, pods, client.MatchingFields{indexPodNode: name}); err != nil {
 		return ctrl.Result{}, err
 	}
+	now := r.Clock.Now()
+	attached := map[client.ObjectKey]bool{}
 	waiting := false
 	for i := range vas.Items {
 		va := &vas.Items[i]
-		hud, claim, err := r.huddleOf(ctx, va)
+		hud, err := r.huddleOf(ctx, va)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		if hud == nil {
 			continue // not a huddle's volume: the attach/detach controller's
 		}
-		users, err := r.deleteUsers(ctx, pods.Items, claim)
+		key := client.ObjectKeyFromObject(hud)
+		attached[key] = true
+		mark := parseStale(hud.Annotations[AnnotationStaleAttachment])
+		if mark == nil || mark.node != name {
+			if !gone {
+				continue // not ours to release
+			}
+			if err := r.markStale(ctx, hud, name, now.Add(releaseBound+r.DetachSync+staleMargin), true); err != nil {
+				return ctrl.Result{}, err
+			}
+		} else if !mark.releasing {
+			continue // released already; a VolumeAttachment seen late
+		}
+		users, err := r.deleteUsers(ctx, hud, pods.Items, key)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		if users > 0 || va.DeletionTimestamp != nil {
-			// Pods still there (the cache catches up with the deletes), or
-			// the attacher is detaching already.
-			waiting = waiting || users > 0
+		if users > 0 {
+			waiting = true // the cache catches up with the deletes
 			continue
 		}
-		until := r.Clock.Now().Add(r.DetachSync + staleMargin)
-		h := hud.DeepCopy()
-		metav1.SetMetaDataAnnotation(&h.ObjectMeta, AnnotationStaleAttachment, name+" "+until.UTC().Format(time.RFC3339))
-		if err := r.Client.Update(ctx, h); err != nil {
-			return ctrl.Result{}, ignoreConflict(err)
+		if va.DeletionTimestamp != nil {
+			continue // detaching; the watch of VolumeAttachments brings the node back
 		}
-		err = r.Client.Delete(ctx, va, client.Preconditions{UID: &va.UID})
-		if err != nil && !apierrors.IsNotFound(err) {
+		if err := r.Client.Delete(ctx, va, client.Preconditions{UID: &va.UID}); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, err
 		}
-		fences.WithLabelValues("detach-deleted").Inc()
-		msg := fmt.Sprintf("Node %s was deleted while NotReady (its instance is gone): huddle deleted its pods of this huddle and its VolumeAttachment, so the volume is released now, not after the attach/detach controller's 6-minute timeout; the pods wait until %s for the attach/detach controller to notice (its state sync)",
-			name, until.UTC().Format(time.RFC3339))
-		r.Recorder.Event(hud, corev1.EventTypeWarning, "HomeDeleted", msg)
-		logger.Info("Released the volume of a deleted node", "node", name, "volumeAttachment", va.Name, "huddle", klog.KObj(hud))
+		logger.Info("Deleted the VolumeAttachment of a deleted node", "node", name, "volumeAttachment", va.Name, "huddle", klog.KObj(hud))
+	}
+	r.forget(name, !waiting) // the marks on the Huddles carry it on
+	var again time.Duration
+	for i := range marked.Items {
+		hud := &marked.Items[i]
+		mark := parseStale(hud.Annotations[AnnotationStaleAttachment])
+		switch {
+		case mark == nil || attached[client.ObjectKeyFromObject(hud)]:
+		case mark.releasing:
+			until := now.Add(r.DetachSync + staleMargin)
+			if err := r.markStale(ctx, hud, name, until, false); err != nil {
+				return ctrl.Result{}, err
+			}
+			fences.WithLabelValues("detach-deleted").Inc()
+			r.Recorder.Event(hud, corev1.EventTypeWarning, "HomeDeleted", fmt.Sprintf("Node %s was deleted while its instance was gone: huddle deleted its pods of this huddle and its VolumeAttachment, so the volume is released now, not after the attach/detach controller's 6-minute timeout; the pods wait until %s for the attach/detach controller to notice (its state sync)",
+				name, until.UTC().Format(time.RFC3339)))
+			again = placement.Sooner(again, until.Sub(now))
+		case now.Before(mark.until):
+			again = placement.Sooner(again, mark.until.Sub(now))
+		default:
+			// Expired: the attach/detach controller has noticed.
+			patch := client.MergeFrom(hud.DeepCopy())
+			delete(hud.Annotations, AnnotationStaleAttachment)
+			if err := r.Client.Patch(ctx, hud, patch); client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, err
+			}
+		}
 	}
 	if waiting {
-		return ctrl.Result{RequeueAfter: releaseRetry}, nil
+		return ctrl.Result{RequeueAfter: placement.Sooner(again, r.retry(name))}, nil
 	}
-	r.mu.Lock()
-	delete(r.gone, name)
-	r.mu.Unlock()
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: again}, nil
 }
 
-// huddleOf returns the Huddle and claim of a VolumeAttachment's volume,
-// nil if the volume is not a claim's or the claim has no Huddle.
-func (r *Fencer) huddleOf(ctx context.Context, va *storagev1.VolumeAttachment) (*huddlev1.Huddle, client.ObjectKey, error) {
+// staleMark is AnnotationStaleAttachment read.
+type staleMark struct {
+	node      string
+	until     time.Time
+	releasing bool
+}
+
+func parseStale(v string) *staleMark {
+	f := strings.Fields(v)
+	if len(f) < 2 {
+		return nil
+	}
+	until, err := time.Parse(time.RFC3339, f[1])
+	if err != nil {
+		return nil
+	}
+	return &staleMark{node: f[0], until: until, releasing: len(f) > 2 && f[2] == staleReleasing}
+}
+
+// markStale writes AnnotationStaleAttachment with a merge patch: no
+// resourceVersion, so the status controller's writes to the same Huddle
+// never make it fail with a conflict.
+func (r *Fencer) markStale(ctx context.Context, hud *huddlev1.Huddle, node string, until time.Time, releasing bool) error {
+	v := node + " " + until.UTC().Format(time.RFC3339)
+	if releasing {
+		v += " " + staleReleasing
+	}
+	patch := client.MergeFrom(hud.DeepCopy())
+	metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationStaleAttachment, v)
+	return r.Client.Patch(ctx, hud, patch)
+}
+
+// huddleOf returns the Huddle of a VolumeAttachment's volume, nil if the
+// volume is not a claim's or the claim has no Huddle.
+func (r *Fencer) huddleOf(ctx context.Context, va *storagev1.VolumeAttachment) (*huddlev1.Huddle, error) {
+	key, ok, err := r.claimOfAttachment(ctx, va)
+	if !ok || err != nil {
+		return nil, err
+	}
+	hud := &huddlev1.Huddle{}
+	if err := r.Client.Get(ctx, key, hud); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return hud, nil
+}
+
+// claimOfAttachment returns the claim of a VolumeAttachment's volume, ok
+// false if it is not a bound claim's.
+func (r *Fencer) claimOfAttachment(ctx context.Context, va *storagev1.VolumeAttachment) (client.ObjectKey, bool, error) {
 	if va.Spec.Source.PersistentVolumeName == nil {
-		return nil, client.ObjectKey{}, nil
+		return client.ObjectKey{}, false, nil
 	}
 	pv := &corev1.PersistentVolume{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: *va.Spec.Source.PersistentVolumeName}, pv); err != nil || pv.Spec.ClaimRef == nil {
-		return nil, client.ObjectKey{}, client.IgnoreNotFound(err)
+		return client.ObjectKey{}, false, client.IgnoreNotFound(err)
 	}
-	key := client.ObjectKey{Namespace: pv.Spec.ClaimRef.Namespace, Name: pv.Spec.ClaimRef.Name}
-	hud := &huddlev1.Huddle{}
-	if err := r.Client.Get(ctx, key, hud); err != nil {
-		return nil, key, client.IgnoreNotFound(err)
-	}
-	return hud, key, nil
+	return client.ObjectKey{Namespace: pv.Spec.ClaimRef.Namespace, Name: pv.Spec.ClaimRef.Name}, true, nil
 }
 
 // deleteUsers force-deletes the pods among pods that mount claim, and
-// returns how many there were.
-func (r *Fencer) deleteUsers(ctx context.Context, pods []corev1.Pod, claim client.ObjectKey) (int, error) {
+// returns how many there were. A pod already deleted with no grace
+// period is not deleted again: if a finalizer holds it, the Huddle gets
+// a warning naming it.
+func (r *Fencer) deleteUsers(ctx context.Context, hud *huddlev1.Huddle, pods []corev1.Pod, claim client.ObjectKey) (int, error) {
 	users := 0
 	for i := range pods {
 		p := &pods[i]
@@ -292,17 +430,54 @@ func (r *Fencer) deleteUsers(ctx context.Context, pods []corev1.Pod, claim clien
 			continue
 		}
 		users++
-		err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0), client.Preconditions{UID: &p.UID})
-		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		if p.DeletionGracePeriodSeconds != nil && *p.DeletionGracePeriodSeconds == 0 {
+			if len(p.Finalizers) > 0 {
+				r.Recorder.Event(hud, corev1.EventTypeWarning, "ReleaseBlocked", fmt.Sprintf("Pod %s of deleted node %s was deleted but its finalizers %v keep it, and the attach/detach controller keeps its volume for it: remove them, or the volume is released only after %s", p.Name, p.Spec.NodeName, p.Finalizers, releaseBound))
+			}
 			continue
 		}
-		if err != nil {
+		if err := r.forceDelete(ctx, p); err != nil {
 			return users, err
 		}
-		fences.WithLabelValues("delete-pod").Inc()
 		log.FromContext(ctx).Info("Deleted a pod of a deleted node", "pod", klog.KObj(p), "node", p.Spec.NodeName)
 	}
 	return users, nil
+}
+
+// forceDelete deletes a pod whose kubelet is gone with no grace period,
+// and only if it is still the pod decided on (its UID).
+func (r *Fencer) forceDelete(ctx context.Context, p *corev1.Pod) error {
+	err := r.Client.Delete(ctx, p, client.GracePeriodSeconds(0), client.Preconditions{UID: &p.UID})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil // gone already, or a new pod of the same name
+	}
+	if err == nil {
+		fences.WithLabelValues("delete-pod").Inc()
+	}
+	return err
+}
+
+// indexStaleNode indexes Huddles by the node of their
+// AnnotationStaleAttachment (failover only).
+const indexStaleNode = "huddle.io/stale-node"
+
+// staleNode is the indexStaleNode index function.
+func staleNode(o client.Object) []string {
+	if m := parseStale(o.GetAnnotations()[AnnotationStaleAttachment]); m != nil {
+		return []string{m.node}
+	}
+	return nil
+}
+
+// nodeOfStaleHuddle maps a Huddle that records a deleted node's
+// attachment to that node, so a restarted huddle carries on its release
+// and clears the record once it has expired.
+func nodeOfStaleHuddle(_ context.Context, o client.Object) []reconcile.Request {
+	var out []reconcile.Request
+	for _, n := range staleNode(o) {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: n}})
+	}
+	return out
 }
 
 // indexPodNode indexes pods by the node they are bound to (failover only).
@@ -346,15 +521,15 @@ func (r *Fencer) huddlesOn(ctx context.Context, node string) ([]*huddlev1.Huddle
 	if err := r.Client.List(ctx, vas, client.MatchingFields{IndexAttachmentNode: node}); err != nil {
 		return nil, err
 	}
-	for _, va := range vas.Items {
-		if va.Spec.Source.PersistentVolumeName == nil {
+	for i := range vas.Items {
+		key, ok, err := r.claimOfAttachment(ctx, &vas.Items[i])
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
 			continue
 		}
-		pv := &corev1.PersistentVolume{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Name: *va.Spec.Source.PersistentVolumeName}, pv); err != nil || pv.Spec.ClaimRef == nil {
-			continue
-		}
-		if err := add(client.ObjectKey{Namespace: pv.Spec.ClaimRef.Namespace, Name: pv.Spec.ClaimRef.Name}); err != nil {
+		if err := add(key); err != nil {
 			return nil, err
 		}
 	}

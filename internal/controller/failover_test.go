@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +50,7 @@ func newFencerWorld(t *testing.T, home *corev1.Node, objs ...client.Object) *fen
 			return nil
 		}).
 		WithIndex(&corev1.Pod{}, indexPodNode, podNode).
+		WithIndex(&huddlev1.Huddle{}, indexStaleNode, staleNode).
 		WithInterceptorFuncs(interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
 			o := &client.DeleteOptions{}
 			o.ApplyOptions(opts)
@@ -225,7 +227,7 @@ func (w *fencerWorld) deleteNode(t *testing.T, name string) bool {
 		t.Fatal(err)
 	}
 	w.deleted = nil
-	return w.fencer.NodeDeleted(n)
+	return w.fencer.NodeDeleted(n, false)
 }
 
 func (w *fencerWorld) reconcileGone(t *testing.T, node string) ctrl.Result {
@@ -237,18 +239,39 @@ func (w *fencerWorld) reconcileGone(t *testing.T, node string) ctrl.Result {
 	return res
 }
 
-// TestFencerReleasesDeletedHome: a home whose Node is deleted while
-// NotReady (a terminated instance) cannot be tainted, and the attach/detach
-// controller would keep its volume for 6 minutes. Failover force-deletes
-// the node's pods that mount the huddle's claim (and no others), then,
-// once they are gone, deletes the VolumeAttachment and records on the
-// Huddle until when the attach/detach controller may still count it.
+// stale returns the Huddle's AnnotationStaleAttachment.
+func (w *fencerWorld) stale(t *testing.T) string {
+	t.Helper()
+	h := &huddlev1.Huddle{}
+	if err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "data"}, h); err != nil {
+		t.Fatal(err)
+	}
+	return h.Annotations[AnnotationStaleAttachment]
+}
+
+// unreachable: the kubelet stopped posting status, as the node lifecycle
+// controller marks it.
+func unreachable(name string) *corev1.Node {
+	n := newNode(name).Node
+	n.Status.Conditions[0].Status = corev1.ConditionUnknown
+	return n
+}
+
+// TestFencerReleasesDeletedHome: a home whose Node is deleted after its
+// kubelet stopped posting (a terminated instance) cannot be tainted, and
+// the attach/detach controller would keep its volume for 6 minutes.
+// Failover records on the Huddle that it releases the volume (so the
+// pods are held, and a restarted huddle carries on), force-deletes the
+// node's pods that mount the huddle's claim (and no others), then, once
+// they are gone, deletes the VolumeAttachment, and once that is gone
+// records until when the attach/detach controller may still count it;
+// after that the record is removed.
 func TestFencerReleasesDeletedHome(t *testing.T) {
-	w := newFencerWorld(t, newNode("n1").notReady().Node,
+	w := newFencerWorld(t, unreachable("n1"),
 		mounting(boundPod("web-0", "n1", "100m"), "data"), boundPod("other", "n1", "100m"))
 	w.fencer.DetachSync = time.Minute
 	if !w.deleteNode(t, "n1") {
-		t.Fatal("a NotReady node's deletion was not taken as its machine gone")
+		t.Fatal("an unreachable node's deletion was not taken as its machine gone")
 	}
 	if res := w.reconcileGone(t, "n1"); res.RequeueAfter != releaseRetry {
 		t.Fatalf("result %+v while the member was being deleted, want a retry in %s", res, releaseRetry)
@@ -256,35 +279,142 @@ func TestFencerReleasesDeletedHome(t *testing.T) {
 	if want := []string{"web-0 grace=0"}; !slices.Equal(w.deleted, want) {
 		t.Fatalf("deleted %v, want %v (the member only, at once, with its UID)", w.deleted, want)
 	}
-	w.deleted = nil
-	if res := w.reconcileGone(t, "n1"); res.RequeueAfter != 0 {
-		t.Fatalf("result %+v once the member is gone, want done", res)
+	if got, want := w.stale(t), "n1 2026-01-01T00:07:02Z releasing"; got != want {
+		t.Fatalf("stale attachment %q, want %q (the release begun, bounded by the upstream 6-minute wait plus a sync)", got, want)
 	}
+	w.deleted = nil
+	w.reconcileGone(t, "n1")
 	if want := []string{"va-data grace=default"}; !slices.Equal(w.deleted, want) {
 		t.Fatalf("deleted %v, want the VolumeAttachment, with its UID", w.deleted)
 	}
+	// The watch of VolumeAttachments brings the node back once it is gone.
+	w.fencer.Clock.(*clocktesting.FakeClock).Step(5 * time.Second)
+	if res := w.reconcileGone(t, "n1"); res.RequeueAfter != time.Minute+staleMargin {
+		t.Fatalf("result %+v once the VolumeAttachment is gone, want a look when the hold ends", res)
+	}
+	if got, want := w.stale(t), "n1 2026-01-01T00:01:07Z"; got != want {
+		t.Fatalf("stale attachment %q, want %q (from when the VolumeAttachment was gone: the clock plus the sync period and its margin)", got, want)
+	}
+	if w.fencer.isGone("n1") {
+		t.Error("the node is still remembered in memory after the Huddle recorded it")
+	}
+	w.fencer.Clock.(*clocktesting.FakeClock).Step(time.Minute + staleMargin)
+	w.reconcileGone(t, "n1")
+	if got := w.stale(t); got != "" {
+		t.Errorf("stale attachment %q left after it expired", got)
+	}
+}
+
+// TestFencerCarriesOnAfterRestart: a huddle that restarted in the middle
+// of a release (nothing in memory) finds it on the Huddle and carries on.
+func TestFencerCarriesOnAfterRestart(t *testing.T) {
+	w := newFencerWorld(t, unreachable("n1"), mounting(boundPod("web-0", "n1", "100m"), "data"))
+	w.fencer.DetachSync = time.Minute
+	w.deleteNode(t, "n1")
+	w.reconcileGone(t, "n1")
+	w.fencer = &Fencer{Client: w.client, Recorder: record.NewFakeRecorder(100), Clock: w.fencer.Clock, DetachSync: time.Minute}
+	w.deleted = nil
 	h := &huddlev1.Huddle{}
 	if err := w.client.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "data"}, h); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := h.Annotations[AnnotationStaleAttachment], "n1 2026-01-01T00:01:02Z"; got != want {
-		t.Fatalf("stale attachment %q, want %q (the clock plus the sync period and its margin)", got, want)
+	if got := nodeOfStaleHuddle(context.Background(), h); len(got) != 1 || got[0].Name != "n1" {
+		t.Fatalf("the marked Huddle maps to %v, want node n1", got)
 	}
-	if w.fencer.isGone("n1") {
-		t.Error("the node is still remembered after its volumes were released")
+	w.reconcileGone(t, "n1")
+	if want := []string{"va-data grace=default"}; !slices.Equal(w.deleted, want) {
+		t.Fatalf("after a restart deleted %v, want %v", w.deleted, want)
 	}
 }
 
-// TestFencerLeavesNodeDeletedWhileReady: a Node deleted while Ready may be
-// a live machine (`kubectl delete node`) still writing to the disk: it is
-// left to the attach/detach controller's own wait.
-func TestFencerLeavesNodeDeletedWhileReady(t *testing.T) {
-	w := newFencerWorld(t, newNode("n1").Node, mounting(boundPod("web-0", "n1", "100m"), "data"))
-	if w.deleteNode(t, "n1") {
-		t.Fatal("a Ready node's deletion was taken as its machine gone")
+// TestFencerLeavesNodeDeletedWhileAlive: a Node deleted while its kubelet
+// still reports (Ready, or NotReady without the cloud's shutdown taint),
+// or whose last state the watch missed, may be a live machine still
+// writing to the disk (a `kubectl delete node` by hand): it is left to the
+// attach/detach controller's own wait. So is a node of the same name that
+// was deleted before, came back, and is deleted again while Ready.
+func TestFencerLeavesNodeDeletedWhileAlive(t *testing.T) {
+	for name, n := range map[string]*corev1.Node{
+		"Ready":                     newNode("n1").Node,
+		"NotReady, kubelet alive":   newNode("n1").notReady().Node,
+		"deleted again while Ready": unreachable("n1"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newFencerWorld(t, n, mounting(boundPod("web-0", "n1", "100m"), "data"))
+			if name == "deleted again while Ready" {
+				if !w.deleteNode(t, "n1") {
+					t.Fatal("first deletion not taken")
+				}
+				back := newNode("n1").Node
+				if err := w.client.Create(context.Background(), back); err != nil {
+					t.Fatal(err)
+				}
+				w.reconcile(t, "n1") // the Node is found: forgotten
+			}
+			if w.deleteNode(t, "n1") {
+				t.Fatal("the deletion of a node whose kubelet reports was taken as its machine gone")
+			}
+			w.reconcileGone(t, "n1")
+			if len(w.deleted) != 0 || w.stale(t) != "" {
+				t.Fatalf("deleted %v, marked %q for a node deleted while alive", w.deleted, w.stale(t))
+			}
+		})
 	}
-	w.reconcileGone(t, "n1")
+	t.Run("state unknown", func(t *testing.T) {
+		w := newFencerWorld(t, unreachable("n1"))
+		if w.fencer.NodeDeleted(unreachable("n1"), true) {
+			t.Error("a deletion whose last state is not known was taken as the machine gone")
+		}
+	})
+}
+
+// TestFencerBacksOffFromHeldPod: a pod of the deleted node that was
+// deleted with no grace period and that a finalizer keeps is not deleted
+// again every second; the Huddle is told which finalizer holds the
+// volume, and the retries back off.
+func TestFencerBacksOffFromHeldPod(t *testing.T) {
+	held := mounting(boundPod("web-0", "n1", "100m"), "data")
+	held.Finalizers = []string{"example.com/keep"}
+	held.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	held.DeletionGracePeriodSeconds = ptr.To[int64](0)
+	w := newFencerWorld(t, unreachable("n1"), held)
+	w.deleteNode(t, "n1")
+	var waits []time.Duration
+	for range 4 {
+		waits = append(waits, w.reconcileGone(t, "n1").RequeueAfter)
+	}
+	if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}; !slices.Equal(waits, want) {
+		t.Errorf("retries after %v, want %v", waits, want)
+	}
 	if len(w.deleted) != 0 {
-		t.Fatalf("deleted %v for a node deleted while Ready", w.deleted)
+		t.Errorf("deleted %v again", w.deleted)
+	}
+	events := w.fencer.Recorder.(*record.FakeRecorder).Events
+	found := false
+	for len(events) > 0 {
+		if e := <-events; strings.Contains(e, "ReleaseBlocked") && strings.Contains(e, "example.com/keep") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no ReleaseBlocked event naming the finalizer")
+	}
+}
+
+func TestInstanceGone(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		node *corev1.Node
+		want bool
+	}{
+		{"Ready", newNode("n").Node, false},
+		{"NotReady", newNode("n").notReady().Node, false},
+		{"Unknown", unreachable("n"), true},
+		{"NotReady, shut down", shutDown("n").Node, true},
+		{"no condition", &corev1.Node{}, false},
+	} {
+		if got := instanceGone(tc.node); got != tc.want {
+			t.Errorf("%s: instanceGone %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -215,15 +215,11 @@ func placingOf(h *huddlev1.Huddle, now time.Time) string {
 
 // staleAttachmentOf reads AnnotationStaleAttachment while it lasts.
 func staleAttachmentOf(h *huddlev1.Huddle, now time.Time) *placement.StaleAttachment {
-	node, at, ok := strings.Cut(h.Annotations[AnnotationStaleAttachment], " ")
-	if !ok {
+	m := parseStale(h.Annotations[AnnotationStaleAttachment])
+	if m == nil || !now.Before(m.until) {
 		return nil
 	}
-	until, err := time.Parse(time.RFC3339, at)
-	if err != nil || !now.Before(until) {
-		return nil
-	}
-	return &placement.StaleAttachment{Node: node, Until: until}
+	return &placement.StaleAttachment{Node: m.node, Until: m.until}
 }
 
 // volume fills in whether the claim is shared, its attachments and zone.

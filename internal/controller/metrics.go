@@ -27,7 +27,7 @@ var (
 	}, []string{"result"})
 	fences = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "huddle_fences_total",
-		Help: "Out-of-service taints added to (fence) and removed from (unfence) shut-down home nodes, and terminating pods of fenced nodes deleted (delete-pod).",
+		Help: "Out-of-service taints added to (fence) and removed from (unfence) shut-down home nodes; pods of fenced or deleted nodes force-deleted (delete-pod); volumes released from deleted nodes (detach-deleted).",
 	}, []string{"action"})
 	moves = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "huddle_moves_total",

@@ -206,16 +206,20 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		if err := idx.IndexField(ctx, &corev1.Pod{}, indexPodNode, podNode); err != nil {
 			return err
 		}
+		if err := idx.IndexField(ctx, &huddlev1.Huddle{}, indexStaleNode, staleNode); err != nil {
+			return err
+		}
 		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk, DetachSync: o.DetachSync}
 		err = ctrl.NewControllerManagedBy(mgr).Named("failover").
 			For(&corev1.Node{}, builder.WithPredicates(nodeHealthChanged)).
 			Watches(&corev1.Node{}, handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				if fencer.NodeDeleted(e.Object) {
+				if fencer.NodeDeleted(e.Object, e.DeleteStateUnknown) {
 					q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: e.Object.GetName()}})
 				}
 			}}).
 			Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(nodeOfAttachment)).
 			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(nodeOfTerminatingPod)).
+			Watches(&huddlev1.Huddle{}, handler.EnqueueRequestsFromMapFunc(nodeOfStaleHuddle)).
 			Complete(fencer)
 		if err != nil {
 			return err

@@ -134,7 +134,7 @@ func (c *Cluster) startLocalHuddle(ctx context.Context, extraArgs ...string) err
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort),
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", healthPort),
 		"--missing-claim-grace=" + c.Timing.MissingClaimGrace().String(),
-		"--attach-detach-sync-period=" + c.Timing.AttachDetachSyncPeriod.String(),
+		"--attach-detach-reconcile-sync-period=" + c.Timing.AttachDetachSyncPeriod.String(),
 	}, extraArgs...)
 	p, err := c.cp.StartProcess("huddle", nil, bin, args...)
 	if err != nil {

@@ -392,12 +392,20 @@ func TestDeletedHomeFailover(t *testing.T) {
 		}
 		return nil
 	})
-	moved := together(env, "app=app", 3, 30*time.Second)
+	// Kubernetes alone would release the volume only after the
+	// attach/detach controller's max wait for unmount from when the pods
+	// are gone: the huddle must be together elsewhere sooner, or huddle
+	// did not release it.
+	moved := together(env, "app=app", 3, env.Timing().MaxWaitForUnmount)
 	if moved == home {
 		t.Fatalf("huddle still on the deleted node %s", home)
 	}
-	t.Logf("home %s deleted while NotReady: huddle Running on %s %s later (attach/detach sync period %s)",
-		home, moved, time.Since(start).Round(100*time.Millisecond), env.Timing().AttachDetachSyncPeriod)
+	took := time.Since(start)
+	t.Logf("home %s deleted while NotReady: huddle Running on %s %s later (attach/detach sync period %s, max wait for unmount %s)",
+		home, moved, took.Round(100*time.Millisecond), env.Timing().AttachDetachSyncPeriod, env.Timing().MaxWaitForUnmount)
+	if took >= env.Timing().MaxWaitForUnmount {
+		t.Errorf("together again %s after the deletion, not sooner than the attach/detach controller's own force detach (%s)", took, env.Timing().MaxWaitForUnmount)
+	}
 	huddled(env, "data", moved, 3)
 	if n := eventCount(env, "FailedAttachVolume"); n != 0 {
 		t.Fatalf("%d FailedAttachVolume events, want 0: a replacement was released while the attach/detach controller still counted the volume on %s", n, home)
