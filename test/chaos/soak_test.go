@@ -32,6 +32,8 @@ type result struct {
 	// unpinnedMultiAttach: Multi-Attach reports of pods huddle did not
 	// place (created ungated while no replica answered the webhook).
 	unpinnedMultiAttach, evictions, settled int
+	// failover: HomeFenced and HomeDeleted events, by reason.
+	failover map[string]int
 }
 
 // TestSoak runs the seeded chaos soak: -seeds runs of -duration of
@@ -109,7 +111,7 @@ func soak(t *testing.T, seed uint64) result {
 	huddles := &huddlev1.HuddleList{}
 	_ = env.Typed.List(env.Ctx, huddles, client.InNamespace(env.Namespace))
 	r := result{seed: seed, took: time.Since(started), faults: c.counts, huddles: len(huddles.Items), pods: pods, violations: vs,
-		unpinnedMultiAttach: unpinned, evictions: evictions, settled: int(settled.Seconds())}
+		unpinnedMultiAttach: unpinned, evictions: evictions, settled: int(settled.Seconds()), failover: check.failoverCounts()}
 	if len(vs) > 0 {
 		var b strings.Builder
 		fmt.Fprintf(&b, "%d violations with seed %d:\n", len(vs), seed)
@@ -253,9 +255,9 @@ func jobDone(j *batchv1.Job, t batchv1.JobConditionType) bool {
 func summary(rs []result) string {
 	var b strings.Builder
 	fmt.Fprintln(&b, "chaos soak summary")
-	fmt.Fprintf(&b, "| seed | duration | faults | huddles | pods | evictions | settled | violations |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| seed | duration | faults | huddles | pods | evictions | failover | settled | violations |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %d | %s | %s | %d | %d | %d | %ds | %s |\n", r.seed, r.took.Round(time.Second), counts(r.faults), r.huddles, r.pods, r.evictions, r.settled, violationCounts(r.violations))
+		fmt.Fprintf(&b, "| %d | %s | %s | %d | %d | %d | %s | %ds | %s |\n", r.seed, r.took.Round(time.Second), counts(r.faults), r.huddles, r.pods, r.evictions, counts(r.failover), r.settled, violationCounts(r.violations))
 	}
 	for _, r := range rs {
 		if r.unpinnedMultiAttach > 0 {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
 	"sort"
@@ -79,17 +80,20 @@ type checker struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 
-	mu          sync.Mutex
-	pods        map[string]*podRecord // by name
-	uids        map[string]bool
-	events      map[string]int32                // event UID → count handled
-	attached    map[string]map[string]time.Time // pv → node → attached since
-	doubleDone  map[string]bool
-	huddles     map[string]*huddlev1.Huddle // by claim
-	atHome      []atHomeCheck
-	violations  []violation
-	unpinnedMA  int // Multi-Attach reports of pods huddle did not place
-	evictions   int // by huddle, accepted by the Eviction API
+	mu         sync.Mutex
+	pods       map[string]*podRecord // by name
+	uids       map[string]bool
+	events     map[string]int32                // event UID → count handled
+	attached   map[string]map[string]time.Time // pv → node → attached since
+	doubleDone map[string]bool
+	huddles    map[string]*huddlev1.Huddle // by claim
+	atHome     []atHomeCheck
+	violations []violation
+	unpinnedMA int // Multi-Attach reports of pods huddle did not place
+	evictions  int // by huddle, accepted by the Eviction API
+	// failover counts HomeFenced and HomeDeleted events (huddles whose
+	// home was fenced, whose volume was released from a deleted Node).
+	failover    map[string]int
 	auditOffset int64
 	// deletes: when each pod name was deleted or evicted (by anyone),
 	// from the audit log.
@@ -97,9 +101,10 @@ type checker struct {
 	// terminating: the UIDs of pods seen with a deletion requested.
 	terminating map[types.UID]bool
 	// nodeOf: the node each pod UID was bound to; goneNodes: the nodes
-	// whose Node object was deleted (failover deletes their pods).
+	// whose Node object was deleted while NotReady, and when (failover
+	// deletes their pods from then on).
 	nodeOf    map[types.UID]string
-	goneNodes map[string]bool
+	goneNodes map[string]time.Time
 	auditUser string
 }
 
@@ -108,7 +113,7 @@ func newChecker(env *simtest.Env) *checker {
 		env: env, start: time.Now(), stop: make(chan struct{}),
 		pods: map[string]*podRecord{}, uids: map[string]bool{}, events: map[string]int32{},
 		attached: map[string]map[string]time.Time{}, doubleDone: map[string]bool{}, huddles: map[string]*huddlev1.Huddle{}, deletes: map[string][]time.Time{},
-		terminating: map[types.UID]bool{}, nodeOf: map[types.UID]string{}, goneNodes: map[string]bool{},
+		terminating: map[types.UID]bool{}, nodeOf: map[types.UID]string{}, goneNodes: map[string]time.Time{}, failover: map[string]int{},
 		auditUser: "system:serviceaccount:" + cluster.HuddleNamespace + ":",
 	}
 	if st, err := os.Stat(env.Cluster.AuditLog); err == nil {
@@ -155,9 +160,13 @@ func newChecker(env *simtest.Env) *checker {
 			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = d.Obj
 			}
-			if n, ok := obj.(*corev1.Node); ok {
+			// Only a node deleted while its kubelet no longer reported
+			// Ready lets huddle delete its pods, and only from then on
+			// (less a second: this watch and huddle's see the deletion
+			// at about the same time).
+			if n, ok := obj.(*corev1.Node); ok && !nodeReady(n) {
 				c.mu.Lock()
-				c.goneNodes[n.Name] = true
+				c.goneNodes[n.Name] = time.Now().Add(-time.Second)
 				c.mu.Unlock()
 			}
 		},
@@ -224,6 +233,16 @@ func (c *checker) onEvent(e *corev1.Event) {
 		if m := evictedRe.FindStringSubmatch(e.Message); !seen && m != nil && m[1] == m[3] {
 			c.add(vEvictedAtHome, "pod %s evicted at its home: %s", e.InvolvedObject.Name, e.Message)
 		}
+		return
+	}
+	if (e.Reason == "HomeFenced" || e.Reason == "HomeDeleted") && e.InvolvedObject.Kind == "Huddle" {
+		// Failover's two paths, counted so the summary shows both ran.
+		c.mu.Lock()
+		if c.events[string(e.UID)] == 0 {
+			c.failover[e.Reason]++
+		}
+		c.events[string(e.UID)] = 1
+		c.mu.Unlock()
 		return
 	}
 	if e.Reason != "FailedAttachVolume" || !strings.Contains(e.Message, "Multi-Attach") || e.InvolvedObject.Kind != "Pod" {
@@ -421,6 +440,14 @@ func (c *checker) readAudit() {
 	}
 }
 
+// deletedNodeLocked says whether node had been deleted while NotReady by
+// at (failover releases the volumes of such a node: deleting its pods is
+// no eviction).
+func (c *checker) deletedNodeLocked(node string, at time.Time) bool {
+	gone, ok := c.goneNodes[node]
+	return ok && !at.Before(gone)
+}
+
 // onHuddleRequest checks one deletion or eviction huddle made.
 func (c *checker) onHuddleRequest(e auditEvent) {
 	c.mu.Lock()
@@ -436,7 +463,7 @@ func (c *checker) onHuddleRequest(e auditEvent) {
 		// A delete of an earlier incarnation of the name (a StatefulSet
 		// pod recreated meanwhile) is judged by that incarnation.
 		if ro := e.RequestObject; ro != nil && ro.Preconditions != nil && ro.Preconditions.UID != nil && (p == nil || *ro.Preconditions.UID != p.UID) {
-			if uid := *ro.Preconditions.UID; !c.terminating[uid] && !c.goneNodes[c.nodeOf[uid]] {
+			if uid := *ro.Preconditions.UID; !c.terminating[uid] && !c.deletedNodeLocked(c.nodeOf[uid], e.Received) {
 				c.addLocked(vDeleted, "huddle deleted an earlier pod %s (uid %s) that was not terminating, instead of evicting it through the Eviction API", name, *ro.Preconditions.UID)
 			}
 			return
@@ -445,7 +472,7 @@ func (c *checker) onHuddleRequest(e auditEvent) {
 		// earlier deletion or eviction of this pod is in the audit log),
 		// was never bound (a pin that cannot bind) or is bound to a Node
 		// that was deleted (failover releases its volume) is no eviction.
-		if p == nil || p.Spec.NodeName == "" || c.goneNodes[p.Spec.NodeName] || r.livePhase == corev1.PodSucceeded || r.livePhase == corev1.PodFailed {
+		if p == nil || p.Spec.NodeName == "" || c.deletedNodeLocked(p.Spec.NodeName, e.Received) || r.livePhase == corev1.PodSucceeded || r.livePhase == corev1.PodFailed {
 			return
 		}
 		created := p.CreationTimestamp.Add(-time.Second) // second precision
@@ -536,8 +563,24 @@ func podClaims(p *corev1.Pod) []string {
 }
 
 // snapshot returns the violations so far and the run's counts.
+// failoverCounts are the HomeFenced and HomeDeleted events seen.
+func (c *checker) failoverCounts() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.failover)
+}
+
 func (c *checker) snapshot() (vs []violation, pods, unpinnedMA, evictions int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]violation(nil), c.violations...), len(c.uids), c.unpinnedMA, c.evictions
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
