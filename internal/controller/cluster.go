@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"slices"
 	"sort"
 	"sync"
 
@@ -176,7 +177,7 @@ func (c *Cluster) setNode(o any) {
 		Labels:      n.Labels,
 		Taints:      n.Spec.Taints,
 		Ready:       nodeReady(n),
-		Cordoned:    n.Spec.Unschedulable,
+		Cordoned:    n.Spec.Unschedulable || markedForRemoval(n),
 		Allocatable: placement.FromList(n.Status.Allocatable),
 	}
 	c.mu.Lock()
@@ -279,6 +280,20 @@ func Requests(p *corev1.Pod) placement.Resources {
 	r := placement.FromList(resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}))
 	r.Pods = 1
 	return r
+}
+
+// removalTaints are the taints autoscalers put on a node they are about
+// to drain and remove, in place of a cordon: Karpenter's (v1:
+// karpenter.sh/disrupted; before v1: karpenter.sh/disruption) and
+// Cluster Autoscaler's. Placement takes such a node as cordoned: its pods
+// are being evicted and it takes no new ones.
+var removalTaints = []string{"karpenter.sh/disrupted", "karpenter.sh/disruption", "ToBeDeletedByClusterAutoscaler"}
+
+// markedForRemoval says whether an autoscaler is removing n.
+func markedForRemoval(n *corev1.Node) bool {
+	return slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool {
+		return t.Effect == corev1.TaintEffectNoSchedule && slices.Contains(removalTaints, t.Key)
+	})
 }
 
 func nodeReady(n *corev1.Node) bool {

@@ -99,6 +99,23 @@ func TestClusterTracksNodesAndUsage(t *testing.T) {
 		t.Fatalf("n2 after update: %+v", n2)
 	}
 
+	// A node an autoscaler drains for removal (a taint, no cordon) takes
+	// no new pods.
+	for _, key := range []string{"karpenter.sh/disrupted", "ToBeDeletedByClusterAutoscaler"} {
+		nh.OnUpdate(old.Node, copyNode(old).taint(key, "", corev1.TaintEffectNoSchedule).Node)
+		for _, n := range view(c) {
+			if n.Name == "n2" && !n.Cordoned {
+				t.Errorf("n2 tainted %s not taken as cordoned", key)
+			}
+		}
+	}
+	nh.OnUpdate(old.Node, old.Node)
+	for _, n := range view(c) {
+		if n.Name == "n2" && n.Cordoned {
+			t.Errorf("n2 with only its own taint taken as cordoned")
+		}
+	}
+
 	// Deletions, also as a tombstone.
 	ph.OnDelete(cache.DeletedFinalStateUnknown{Key: "shop/a", Obj: boundPod("a", "n2", "500m")})
 	if got := milliCPU(c, "n2"); got != 0 {

@@ -312,7 +312,7 @@ func unavailable(n *Node) string {
 	case n == nil:
 		return "is gone"
 	case n.Cordoned:
-		return "is cordoned (being drained?)"
+		return "is cordoned or being removed by an autoscaler (being drained?)"
 	case !n.Ready:
 		return "is not Ready"
 	}
