@@ -7,9 +7,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	resourcehelper "k8s.io/component-helpers/resource"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/huddle-io/huddle/internal/placement"
 )
@@ -33,7 +35,15 @@ type Cluster struct {
 	limits   map[string]map[string]int64
 	attached map[string]map[string]int64
 	volumes  map[types.UID]volumeUse
+	// Detached carries the node of each attachment that is gone: a slot
+	// under the node's attach limit may be free, which no Node event
+	// says (see freedSlot).
+	Detached chan event.GenericEvent
 }
+
+// detachedBuffer is how many detachments wait for the placer before
+// more are dropped (the placer's recheck is the safety net).
+const detachedBuffer = 1024
 
 type volumeUse struct{ node, driver string }
 
@@ -45,7 +55,8 @@ type podUse struct {
 // NewCluster returns an empty tracker.
 func NewCluster() *Cluster {
 	return &Cluster{nodes: map[string]*placement.Node{}, use: map[types.UID]podUse{}, requested: map[string]placement.Resources{},
-		limits: map[string]map[string]int64{}, attached: map[string]map[string]int64{}, volumes: map[types.UID]volumeUse{}}
+		limits: map[string]map[string]int64{}, attached: map[string]map[string]int64{}, volumes: map[types.UID]volumeUse{},
+		Detached: make(chan event.GenericEvent, detachedBuffer)}
 }
 
 // CSINodeHandler keeps each node's attach limits per CSI driver.
@@ -131,6 +142,19 @@ func (c *Cluster) attach(v volumeUse, k int64) {
 	}
 	if n, ok := c.nodes[v.node]; ok {
 		n.Attached = m
+	}
+	if k < 0 {
+		c.freedSlot(v.node)
+	}
+}
+
+// freedSlot tells the placer, without blocking, that node has one volume
+// attachment fewer: pods held because no node was under its attach limit
+// may go there now.
+func (c *Cluster) freedSlot(node string) {
+	select {
+	case c.Detached <- event.GenericEvent{Object: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}}:
+	default:
 	}
 }
 

@@ -224,9 +224,28 @@ func TestClusterCountsAttachments(t *testing.T) {
 	if n := get(); n.AttachLimit[ebs] != 25 || n.Attached[ebs] != 2 {
 		t.Fatalf("limit %d attached %d, want 25 and 2", n.AttachLimit[ebs], n.Attached[ebs])
 	}
+	select {
+	case e := <-c.Detached:
+		t.Fatalf("freed slot on %s before any attachment went", e.Object.GetName())
+	default:
+	}
 	attach.OnDelete(va("a", "n1"))
 	if n := get(); n.Attached[ebs] != 1 {
 		t.Fatalf("attached %d after one attachment went, want 1", n.Attached[ebs])
+	}
+	// The placer hears of the freed slot: pods held for want of a node
+	// under its attach limit may go there now.
+	select {
+	case e := <-c.Detached:
+		if e.Object.GetName() != "n1" {
+			t.Errorf("freed slot on %s, want n1", e.Object.GetName())
+		}
+	default:
+		t.Error("no freed slot told after an attachment went")
+	}
+	// A full channel never blocks the informer.
+	for range detachedBuffer + 1 {
+		c.freedSlot("n1")
 	}
 }
 

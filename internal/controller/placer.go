@@ -45,7 +45,8 @@ type Placer struct {
 
 // recheck is how often a held pod is looked at again even if nothing it
 // watches changed: a safety net, since every reason to hold a pod ends
-// with an event the placer watches (a pod bound or gone, a node change, a
+// with an event the placer watches (a pod bound or gone, a node change, an
+// attachment gone under a node's attach limit (Cluster.Detached), a
 // claim created). At 5,000 gated pods a 30 s recheck was most of the
 // placer's work.
 const recheck = 5 * time.Minute

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 	"github.com/huddle-io/huddle/internal/placement"
@@ -186,6 +187,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfAttachment)).
 		Watches(&huddlev1.Huddle{}, handler.EnqueueRequestsFromMapFunc(m.gatedOfClaim)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.heldForNode), builder.WithPredicates(nodeSchedulingChanged)).
+		WatchesRawSource(source.Channel(cluster.Detached, handler.EnqueueRequestsFromMapFunc(m.heldForNode))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(afterSync{cluster: cluster, next: placer})
 	if err != nil {
