@@ -52,8 +52,9 @@ func huddleClusterGrants(failover, manageCerts bool) []string {
 	if failover {
 		// The out-of-service taint, the force deletion of a fenced
 		// node's terminating pods, and the release of a deleted node's
-		// volumes (its pods and VolumeAttachments).
-		g = append(g, "/nodes update", "/pods delete", "storage.k8s.io/volumeattachments delete")
+		// volumes (its pods and VolumeAttachments, the release recorded on
+		// the Huddle).
+		g = append(g, "/nodes update", "/pods delete", "storage.k8s.io/volumeattachments delete", "huddle.io/huddles patch")
 	}
 	g = append(g, expand("/persistentvolumeclaims /persistentvolumes /namespaces", "get,list,watch")...)
 	g = append(g, expand("storage.k8s.io/volumeattachments storage.k8s.io/csidrivers storage.k8s.io/csinodes storage.k8s.io/storageclasses", "get,list,watch")...)
