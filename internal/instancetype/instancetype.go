@@ -28,7 +28,6 @@ package instancetype
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -95,13 +94,12 @@ func Lookup(name string) (Type, error) {
 	return Type{}, fmt.Errorf("unknown instance type %q: huddle-sim knows %s", name, strings.Join(Names(), ", "))
 }
 
-// Names lists the known instance types, sorted.
+// Names lists the known instance types by family, smallest first.
 func Names() []string {
 	names := make([]string, 0, len(table))
 	for _, t := range table {
 		names = append(names, t.Name)
 	}
-	sort.Strings(names)
 	return names
 }
 
