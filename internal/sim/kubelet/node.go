@@ -89,13 +89,13 @@ func (s *NodeSpec) resolve() error {
 	if s.InstanceType == "" {
 		s.InstanceType = instancetype.Default
 	}
-	typ, unknown := instancetype.Lookup(s.InstanceType)
+	typ, lookupErr := instancetype.Lookup(s.InstanceType)
 	capacity := corev1.ResourceList{
 		corev1.ResourcePods:             *resource.NewQuantity(instancetype.DefaultMaxPods, resource.DecimalSI),
 		corev1.ResourceEphemeralStorage: *resource.NewQuantity(instancetype.RootVolume, resource.BinarySI),
 	}
 	s.arch = instancetype.AMD64
-	if unknown == nil {
+	if lookupErr == nil {
 		capacity, s.arch = typ.Capacity(), typ.Arch
 	}
 	if !s.CPU.IsZero() {
@@ -122,7 +122,7 @@ func (s *NodeSpec) resolve() error {
 	}
 	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		if _, ok := capacity[r]; !ok {
-			return fmt.Errorf("node %s: %v; or give the node's cpu and memory capacity", s.Name, unknown)
+			return fmt.Errorf("node %s: %v; or give the node's cpu and memory capacity", s.Name, lookupErr)
 		}
 	}
 	s.Capacity, s.Allocatable = capacity, allocatable
