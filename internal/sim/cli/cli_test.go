@@ -16,6 +16,10 @@ func TestUsageErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\nkind: [unclosed\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	unsized := filepath.Join(dir, "unsized.yaml")
+	if err := os.WriteFile(unsized, []byte("apiVersion: v1\nkind: Node\nmetadata: {name: big, labels: {node.kubernetes.io/instance-type: x9.huge}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	noName := filepath.Join(dir, "noname.yaml")
 	if err := os.WriteFile(noName, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -35,6 +39,8 @@ func TestUsageErrors(t *testing.T) {
 		{"missing file", []string{"run", "-f", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml: no such file"}},
 		{"bad node cpu", []string{"up", "--node-cpu", "lots"}, []string{`--node-cpu "lots"`}},
 		{"bad zone", []string{"up", "--zones", "x"}, []string{`--zones "x"`}},
+		{"unknown instance type", []string{"up", "--instance-type", "m5.huge"}, []string{`--instance-type: unknown instance type "m5.huge"`, "m5.large, m5.xlarge, m5.2xlarge"}},
+		{"node of unknown type with no size", []string{"up", "-f", unsized}, []string{`node big: unknown instance type "x9.huge"`, "give the node's cpu and memory capacity"}},
 		{"no nodes", []string{"up", "--nodes", "0"}, []string{"no nodes"}},
 		{"stray argument", []string{"demo", "now"}, []string{`unknown command "now"`}},
 	} {

@@ -19,6 +19,7 @@ import (
 	"helm.sh/helm/v4/pkg/getter"
 	"k8s.io/klog/v2"
 
+	"github.com/huddle-io/huddle/internal/instancetype"
 	"github.com/huddle-io/huddle/internal/sim/binaries"
 	"github.com/huddle-io/huddle/internal/sim/cluster"
 	"github.com/huddle-io/huddle/internal/sim/kubelet"
@@ -139,6 +140,17 @@ with 0).`,
 	return root
 }
 
+// nodesHelp explains, in the help of up and run, what a node is.
+const nodesHelp = `Each node is an EKS node of --instance-type (default m5.xlarge) and
+reports what one does: its capacity, and an allocatable smaller by the
+EKS AMI's kube-reserved and the kubelet's 100Mi eviction threshold (an
+m5.xlarge: 4 CPU, 3920m allocatable; about 15.3Gi of memory, 993Mi less
+allocatable; 58 pods), and in its CSINode the EBS CSI driver's attach
+limit (26). --node-cpu and --node-memory replace the type's capacity, and
+allocatable follows by the same formulas. Nodes go round-robin over
+--zones, by default three, as an EKS node group over three subnets. A
+Node object in -f keeps exactly the capacity and allocatable it gives.`
+
 // clusterFlags are the flags that shape the simulated cluster.
 type clusterFlags struct {
 	nodes        int
@@ -149,13 +161,13 @@ type clusterFlags struct {
 	cacheDir     string
 }
 
-func (f *clusterFlags) add(cmd *cobra.Command, defaultTiming string) {
+func (f *clusterFlags) add(cmd *cobra.Command, defaultTiming string, defaultZones []string) {
 	fs := cmd.Flags()
 	fs.IntVar(&f.nodes, "nodes", 3, "number of simulated nodes (when -f gives Node objects, only these unless --nodes is set)")
-	fs.StringVar(&f.cpu, "node-cpu", "4", "CPU of each node")
-	fs.StringVar(&f.memory, "node-memory", "16Gi", "memory of each node")
-	fs.StringSliceVar(&f.zones, "zones", []string{"us-east-1a"}, "availability zones, used round-robin")
-	fs.StringVar(&f.instanceType, "instance-type", "m5.xlarge", "instance type label of each node")
+	fs.StringVar(&f.instanceType, "instance-type", instancetype.Default, "EC2 instance type of each node; it sets the node's capacity, its allocatable (capacity less the EKS AMI's kube-reserved and eviction threshold), max pods (the VPC CNI's ENI limit) and EBS attach limit: m5, m6i, m7g (arm64), c5, c6i, r5 or r6i, large to 4xlarge, or t3, large to 2xlarge")
+	fs.StringVar(&f.cpu, "node-cpu", "", "CPU capacity of each node, in place of the instance type's vCPUs; allocatable is derived from it by the EKS formulas (default: the instance type's)")
+	fs.StringVar(&f.memory, "node-memory", "", "memory capacity of each node as the kubelet reports it (the OS-visible memory, a little under the instance's nominal GiB), in place of the instance type's; allocatable is derived from it by the EKS formulas (default: the instance type's)")
+	fs.StringSliceVar(&f.zones, "zones", defaultZones, "availability zones, used round-robin")
 	fs.StringVar(&f.timing, "timing", defaultTiming, "timing profile: eks (the real defaults: 50s node monitor grace, 300s not-ready toleration, 6-minute max wait for unmount) or fast (the same mechanisms, compressed)")
 	fs.StringVar(&f.cacheDir, "cache-dir", binaries.DefaultCacheDir(), "where the built control-plane binaries are kept ($HUDDLE_SIM_CACHE)")
 }
@@ -174,6 +186,11 @@ func (f *clusterFlags) specs(cmd *cobra.Command, fromManifests []kubelet.NodeSpe
 	}
 	if len(specs) == 0 {
 		return nil, usageErrorf("no nodes: give --nodes N or Node objects in -f")
+	}
+	for _, s := range specs {
+		if err := s.Check(); err != nil {
+			return nil, usageErrorf("%v", err)
+		}
 	}
 	return specs, nil
 }

@@ -36,10 +36,13 @@ the node(s) it is attached to, and every pod that mounts it with its node,
 phase, readiness and — if it is stuck — the reason, in the words of the
 component that stopped it (Multi-Attach error, FailedScheduling, OutOfcpu).
 
-Node objects in the manifests become the simulated nodes (capacity from
-status.capacity, zone from topology.kubernetes.io/zone); without them,
---nodes nodes are made from the flags. Objects of kinds the cluster does not
-serve (a chart's ServiceMonitor, say) are skipped with a warning.
+Node objects in the manifests become the simulated nodes (capacity and
+allocatable from their status, zone and instance type from their labels);
+without them, --nodes nodes are made from the flags. Objects of kinds the
+cluster does not serve (a chart's ServiceMonitor, say) are skipped with a
+warning.
+
+` + nodesHelp + `
 
 Exit status: 0 if every pod is Running (Jobs: Succeeded), 1 if not, 2 for
 usage errors, 3 if huddle-sim failed (a component did not start, for
@@ -48,11 +51,12 @@ interrupted (SIGINT or SIGTERM). Whatever ends it, it stops every process
 it started and removes its files.`,
 		Example: `  helm template sentry sentry/sentry | huddle-sim run -f -
   huddle-sim run -f app.yaml -f nodes.yaml --output json
-  huddle-sim run -f app.yaml --nodes 5 --zones us-east-1a,us-east-1b --timing fast`,
+  huddle-sim run -f app.yaml --nodes 5 --zones us-east-1a,us-east-1b --timing fast
+  huddle-sim run -f app.yaml --nodes 6 --instance-type r5.large`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
-	o.cluster.add(cmd, "eks")
+	o.cluster.add(cmd, "eks", cluster.DefaultZones)
 	o.huddle.add(cmd, true)
 	fs := cmd.Flags()
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "manifest file to apply, - for stdin (repeatable)")

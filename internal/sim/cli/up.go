@@ -36,6 +36,8 @@ cause in one line with the log to read, and exits 3.
 Nodes come from the flags, or from Node objects in -f manifests; other
 objects in the manifests are applied once the cluster is up.
 
+` + nodesHelp + `
+
 Simulate failures by annotating nodes:
   kubectl annotate node NODE sim.huddle.io/power=off      crash / power off (no heartbeats, pods frozen)
   kubectl annotate node NODE sim.huddle.io/power=on       power back on
@@ -46,7 +48,7 @@ Simulate failures by annotating nodes:
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
-	o.cluster.add(cmd, "eks")
+	o.cluster.add(cmd, "eks", cluster.DefaultZones)
 	o.huddle.add(cmd, true)
 	fs := cmd.Flags()
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "manifests: Node objects become simulated nodes, the rest is applied (repeatable, - for stdin)")

@@ -6,17 +6,27 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/huddle-io/huddle/internal/instancetype"
 	"github.com/huddle-io/huddle/internal/sim/kubelet"
 )
 
+// DefaultZones are where a node group's nodes go when no zones are given:
+// an EKS managed node group over three subnets, one per zone, spreads its
+// instances over them.
+var DefaultZones = []string{"us-east-1a", "us-east-1b", "us-east-1c"}
+
 // NodeFlags describe a homogeneous node group, as the CLI flags give it.
 type NodeFlags struct {
-	Count  int
+	Count int
+	// InstanceType sizes the nodes (default m5.xlarge).
+	InstanceType string
+	// CPU and Memory, if set, replace the instance type's capacity; the
+	// allocatable is derived from them by the same EKS formulas.
 	CPU    string
 	Memory string
-	// Zones are used round-robin; the region is the zone minus its letter.
-	Zones        []string
-	InstanceType string
+	// Zones are used round-robin (default DefaultZones); the region is the
+	// zone minus its letter.
+	Zones []string
 }
 
 // Specs expands the flags into node specs named like EKS nodes
@@ -25,17 +35,30 @@ func (f NodeFlags) Specs() ([]kubelet.NodeSpec, error) {
 	if f.Count < 0 {
 		return nil, fmt.Errorf("--nodes must be 0 or more, got %d", f.Count)
 	}
-	cpu, err := resource.ParseQuantity(f.CPU)
-	if err != nil || cpu.Sign() <= 0 {
-		return nil, fmt.Errorf("--node-cpu %q: want a positive CPU quantity such as 4 or 3500m", f.CPU)
+	if f.InstanceType == "" {
+		f.InstanceType = instancetype.Default
 	}
-	mem, err := resource.ParseQuantity(f.Memory)
-	if err != nil || mem.Sign() <= 0 {
-		return nil, fmt.Errorf("--node-memory %q: want a positive memory quantity such as 16Gi", f.Memory)
+	if _, err := instancetype.Lookup(f.InstanceType); err != nil {
+		return nil, fmt.Errorf("--instance-type: %v", err)
+	}
+	var cpu, mem resource.Quantity
+	if f.CPU != "" {
+		q, err := resource.ParseQuantity(f.CPU)
+		if err != nil || q.Sign() <= 0 {
+			return nil, fmt.Errorf("--node-cpu %q: want a positive CPU quantity such as 4 or 3500m", f.CPU)
+		}
+		cpu = q
+	}
+	if f.Memory != "" {
+		q, err := resource.ParseQuantity(f.Memory)
+		if err != nil || q.Sign() <= 0 {
+			return nil, fmt.Errorf("--node-memory %q: want a positive memory quantity such as 16Gi", f.Memory)
+		}
+		mem = q
 	}
 	zones := f.Zones
 	if len(zones) == 0 {
-		zones = []string{"us-east-1a"}
+		zones = DefaultZones
 	}
 	for _, z := range zones {
 		if len(z) < 2 || !strings.ContainsAny(z[len(z)-1:], "abcdefghijklmnopqrstuvwxyz") {

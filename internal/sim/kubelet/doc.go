@@ -1,8 +1,10 @@
 // Package kubelet simulates the kubelets of many nodes in one process.
 //
-// A Pool registers Nodes (capacity, allocatable, the labels an EKS node
-// carries, the controller-managed attach/detach annotation), a CSINode that
-// lists the EBS driver with its attach limit, and renews each node's Lease.
+// A Pool registers Nodes (the capacity and allocatable an EKS node of its
+// instance type reports, from package instancetype; the labels an EKS node
+// carries; the controller-managed attach/detach annotation), a CSINode that
+// lists the EBS driver with the driver's attach limit for the type, and
+// renews each node's Lease.
 // For every pod bound to one of its nodes it plays the kubelet's part, in
 // the kubelet's order:
 //

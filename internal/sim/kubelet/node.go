@@ -17,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+
+	"github.com/huddle-io/huddle/internal/instancetype"
 )
 
 // Annotations a user sets on a simulated node.
@@ -35,8 +37,21 @@ const (
 	KubeletVersion = "v1.36.3"
 )
 
-// NodeSpec describes a node to register. Zero fields get EKS-like defaults
-// (m5.xlarge: 4 CPU, 16Gi, 58 pods, 25 EBS attachments).
+// NodeSpec describes a node to register. Its instance type (default
+// m5.xlarge; see package instancetype) sizes it as an EKS node of that type:
+// capacity, allocatable (what the EKS AMI's kubelet configuration leaves for
+// pods), max pods, the EBS CSI driver's attach limit and the architecture.
+// The other fields override that:
+//   - CPU, Memory and Pods replace the type's capacity figures, and
+//     allocatable is derived from the result by the same formulas: a
+//     machine of that size;
+//   - Capacity and Allocatable are reported as they are, resource by
+//     resource, as a Node object from a manifest says them; a resource given
+//     in only one of the two has that value in both;
+//   - AttachLimit replaces the type's attach limit.
+//
+// A type that package instancetype does not know needs cpu and memory from
+// one of these; it gets 110 pods and the driver's default attach limit.
 type NodeSpec struct {
 	Name         string
 	Zone         string
@@ -45,13 +60,26 @@ type NodeSpec struct {
 	CPU          resource.Quantity
 	Memory       resource.Quantity
 	Pods         int64
+	Capacity     corev1.ResourceList
+	Allocatable  corev1.ResourceList
 	AttachLimit  int32
 	Labels       map[string]string
 	Annotations  map[string]string
 	Taints       []corev1.Taint
+
+	arch string // resolved
 }
 
-func (s *NodeSpec) defaults() {
+// Check says whether the node can be registered as specified (its instance
+// type known, or its cpu and memory given), before a cluster boots.
+func (s NodeSpec) Check() error { return s.resolve() }
+
+// resolve fills in the defaults and works out what the node reports:
+// afterwards Capacity and Allocatable are complete.
+func (s *NodeSpec) resolve() error {
+	if s.Name == "" {
+		return fmt.Errorf("a simulated node needs a name")
+	}
 	if s.Zone == "" {
 		s.Zone = "us-east-1a"
 	}
@@ -59,20 +87,52 @@ func (s *NodeSpec) defaults() {
 		s.Region = s.Zone[:len(s.Zone)-1]
 	}
 	if s.InstanceType == "" {
-		s.InstanceType = "m5.xlarge"
+		s.InstanceType = instancetype.Default
 	}
-	if s.CPU.IsZero() {
-		s.CPU = resource.MustParse("4")
+	typ, lookupErr := instancetype.Lookup(s.InstanceType)
+	capacity := corev1.ResourceList{
+		corev1.ResourcePods:             *resource.NewQuantity(instancetype.DefaultMaxPods, resource.DecimalSI),
+		corev1.ResourceEphemeralStorage: *resource.NewQuantity(instancetype.RootVolume, resource.BinarySI),
 	}
-	if s.Memory.IsZero() {
-		s.Memory = resource.MustParse("16Gi")
+	s.arch = instancetype.AMD64
+	if lookupErr == nil {
+		capacity, s.arch = typ.Capacity(), typ.Arch
 	}
-	if s.Pods == 0 {
-		s.Pods = 58
+	if !s.CPU.IsZero() {
+		capacity[corev1.ResourceCPU] = s.CPU
 	}
+	if !s.Memory.IsZero() {
+		capacity[corev1.ResourceMemory] = s.Memory
+	}
+	if s.Pods != 0 {
+		capacity[corev1.ResourcePods] = *resource.NewQuantity(s.Pods, resource.DecimalSI)
+	}
+	allocatable := instancetype.Allocatable(capacity)
+	for r, q := range s.Capacity {
+		capacity[r] = q
+		if _, ok := s.Allocatable[r]; !ok {
+			allocatable[r] = q
+		}
+	}
+	for r, q := range s.Allocatable {
+		allocatable[r] = q
+		if _, ok := s.Capacity[r]; !ok {
+			capacity[r] = q
+		}
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := capacity[r]; !ok {
+			return fmt.Errorf("node %s: %v; or give the node's cpu and memory capacity", s.Name, lookupErr)
+		}
+	}
+	s.Capacity, s.Allocatable = capacity, allocatable
 	if s.AttachLimit == 0 {
-		s.AttachLimit = 25
+		s.AttachLimit = instancetype.AttachLimitOf(s.InstanceType)
 	}
+	if a := s.Labels[corev1.LabelArchStable]; a != "" {
+		s.arch = a
+	}
+	return nil
 }
 
 // InstanceID is the simulated EC2 instance id of a node, stable per name.
@@ -86,7 +146,7 @@ func nodeObject(s NodeSpec, now metav1.Time, ip string) *corev1.Node {
 	labels := map[string]string{
 		corev1.LabelHostname:            s.Name,
 		corev1.LabelOSStable:            "linux",
-		corev1.LabelArchStable:          "amd64",
+		corev1.LabelArchStable:          s.arch,
 		corev1.LabelTopologyZone:        s.Zone,
 		corev1.LabelTopologyRegion:      s.Region,
 		corev1.LabelInstanceTypeStable:  s.InstanceType,
@@ -103,12 +163,6 @@ func nodeObject(s NodeSpec, now metav1.Time, ip string) *corev1.Node {
 	for k, v := range s.Annotations {
 		annotations[k] = v
 	}
-	alloc := corev1.ResourceList{
-		corev1.ResourceCPU:              s.CPU,
-		corev1.ResourceMemory:           s.Memory,
-		corev1.ResourcePods:             *resource.NewQuantity(s.Pods, resource.DecimalSI),
-		corev1.ResourceEphemeralStorage: resource.MustParse("80Gi"),
-	}
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Labels: labels, Annotations: annotations},
 		Spec: corev1.NodeSpec{
@@ -116,8 +170,8 @@ func nodeObject(s NodeSpec, now metav1.Time, ip string) *corev1.Node {
 			Taints:     s.Taints,
 		},
 		Status: corev1.NodeStatus{
-			Capacity:    alloc,
-			Allocatable: alloc,
+			Capacity:    s.Capacity.DeepCopy(),
+			Allocatable: s.Allocatable.DeepCopy(),
 			Phase:       corev1.NodeRunning,
 			Conditions:  conditions(now),
 			Addresses: []corev1.NodeAddress{
@@ -134,7 +188,7 @@ func nodeObject(s NodeSpec, now metav1.Time, ip string) *corev1.Node {
 				ContainerRuntimeVersion: "containerd://2.1.0",
 				KubeletVersion:          KubeletVersion,
 				OperatingSystem:         "linux",
-				Architecture:            "amd64",
+				Architecture:            s.arch,
 			},
 		},
 	}

@@ -236,12 +236,11 @@ func (p *Pool) admit(n *node, key string, pod *corev1.Pod, volumes []string, now
 			used[r] = sum
 		}
 	}
-	alloc := corev1.ResourceList{
-		corev1.ResourceCPU:    n.spec.CPU,
-		corev1.ResourceMemory: n.spec.Memory,
-	}
-	if count+1 > n.spec.Pods {
-		msg := fmt.Sprintf("Node didn't have enough resource: pods, requested: 1, used: %d, capacity: %d", count, n.spec.Pods)
+	// The kubelet's admission checks allocatable, and its message calls
+	// that capacity.
+	alloc := n.spec.Allocatable
+	if maxPods := alloc.Pods().Value(); count+1 > maxPods {
+		msg := fmt.Sprintf("Node didn't have enough resource: pods, requested: 1, used: %d, capacity: %d", count, maxPods)
 		return nil, &rejection{"OutOfpods", msg}
 	}
 	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {

@@ -114,9 +114,8 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, p
 
 // AddNode registers a node and starts playing its kubelet.
 func (p *Pool) AddNode(ctx context.Context, spec NodeSpec) error {
-	spec.defaults()
-	if spec.Name == "" {
-		return fmt.Errorf("a simulated node needs a name")
+	if err := spec.resolve(); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	if _, ok := p.nodes[spec.Name]; ok {

@@ -127,7 +127,7 @@ func newProcPod(p *Pool, n *node, pod *corev1.Pod, ip string) *procPod {
 		ip:     ip,
 		hostIP: n.ip,
 		allocatable: corev1.ResourceList{
-			corev1.ResourceCPU: n.spec.CPU, corev1.ResourceMemory: n.spec.Memory,
+			corev1.ResourceCPU: n.spec.Allocatable[corev1.ResourceCPU], corev1.ResourceMemory: n.spec.Allocatable[corev1.ResourceMemory],
 		},
 		cfg:      p.procs,
 		client:   p.client,

@@ -23,7 +23,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -128,9 +127,11 @@ func stripComments(b []byte) []byte {
 	return out.Bytes()
 }
 
-// NodeSpecs splits Node objects off: they become simulated nodes, with
-// capacity from status.capacity (or allocatable) and zone, region and
-// instance type from the usual labels.
+// NodeSpecs splits Node objects off: they become simulated nodes that
+// report exactly the status.capacity and status.allocatable they give (a
+// resource given in only one has that value in both), with zone, region
+// and instance type from the usual labels; what they leave out comes from
+// the instance type (see kubelet.NodeSpec).
 func NodeSpecs(objs []Object) ([]kubelet.NodeSpec, []Object, error) {
 	var specs []kubelet.NodeSpec
 	var rest []Object
@@ -143,28 +144,24 @@ func NodeSpecs(objs []Object) ([]kubelet.NodeSpec, []Object, error) {
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &n); err != nil {
 			return nil, nil, fmt.Errorf("%s: Node %s: %w", o.Source, o.GetName(), err)
 		}
-		res := n.Status.Capacity
-		if len(res) == 0 {
-			res = n.Status.Allocatable
+		for _, list := range []corev1.ResourceList{n.Status.Capacity, n.Status.Allocatable} {
+			for r, q := range list {
+				if q.Sign() < 0 {
+					return nil, nil, fmt.Errorf("%s: Node %s: negative %s %s", o.Source, n.Name, r, q.String())
+				}
+			}
 		}
-		spec := kubelet.NodeSpec{
+		specs = append(specs, kubelet.NodeSpec{
 			Name:         n.Name,
 			Zone:         n.Labels[corev1.LabelTopologyZone],
 			Region:       n.Labels[corev1.LabelTopologyRegion],
 			InstanceType: n.Labels[corev1.LabelInstanceTypeStable],
-			CPU:          res[corev1.ResourceCPU],
-			Memory:       res[corev1.ResourceMemory],
+			Capacity:     n.Status.Capacity,
+			Allocatable:  n.Status.Allocatable,
 			Labels:       n.Labels,
 			Annotations:  n.Annotations,
 			Taints:       n.Spec.Taints,
-		}
-		if pods, ok := res[corev1.ResourcePods]; ok {
-			spec.Pods = pods.Value()
-		}
-		if spec.CPU.Cmp(resource.Quantity{}) < 0 || spec.Memory.Cmp(resource.Quantity{}) < 0 {
-			return nil, nil, fmt.Errorf("%s: Node %s: negative capacity", o.Source, n.Name)
-		}
-		specs = append(specs, spec)
+		})
 	}
 	return specs, rest, nil
 }

@@ -3,6 +3,8 @@ package manifest
 import (
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 const doc = `# a chart's output
@@ -50,8 +52,9 @@ func TestLoadAndNodeSpecs(t *testing.T) {
 		t.Fatalf("%d node specs and %d other objects, want 1 and 3", len(specs), len(rest))
 	}
 	s := specs[0]
-	if s.Name != "big" || s.Zone != "eu-west-1b" || s.InstanceType != "m5.4xlarge" || s.CPU.String() != "16" || s.Memory.String() != "64Gi" || s.Pods != 110 {
-		t.Fatalf("node spec %+v", s)
+	cpu, mem, pods := s.Capacity[corev1.ResourceCPU], s.Capacity[corev1.ResourceMemory], s.Capacity[corev1.ResourcePods]
+	if s.Name != "big" || s.Zone != "eu-west-1b" || s.InstanceType != "m5.4xlarge" || cpu.String() != "16" || mem.String() != "64Gi" || pods.String() != "110" || s.Allocatable != nil {
+		t.Fatalf("node spec %+v: want the capacity the Node gives, and no allocatable since it gives none", s)
 	}
 }
 

@@ -214,12 +214,23 @@ func New(t testing.TB) *Env {
 }
 
 // NodeOptions shape the nodes of a pool; zero fields get the defaults of
-// kubelet.NodeSpec (4 CPU, 16Gi, us-east-1a).
+// kubelet.NodeSpec: an m5.xlarge (capacity 4 CPU, about 15.3Gi, 58 pods;
+// allocatable 3920m CPU, 993Mi less memory; EBS attach limit 26). Unlike the
+// CLI's node groups, a pool stays in one zone, us-east-1a, unless Zone or
+// Zones say otherwise: a test's volumes then attach wherever its pods land.
 type NodeOptions struct {
+	// InstanceType sizes the nodes (default m5.xlarge).
+	InstanceType string
+	// CPU and Memory replace the instance type's capacity; allocatable is
+	// derived from them by the EKS formulas (4 CPU: 3920m allocatable).
 	CPU, Memory string
-	// Pods is the pod capacity (kubelet's max-pods); 0 means 58.
+	// Pods is the pod capacity (kubelet's max-pods) in place of the
+	// instance type's.
 	Pods int64
-	Zone string
+	// AttachLimit is the CSINode's EBS attach limit in place of the
+	// instance type's.
+	AttachLimit int32
+	Zone        string
 	// Zones, if set, are used round-robin instead of Zone.
 	Zones []string
 }
@@ -240,10 +251,12 @@ func (e *Env) AddNodes(n int, o NodeOptions) []string {
 			zone = o.Zones[i%len(o.Zones)]
 		}
 		spec := kubelet.NodeSpec{
-			Name:   fmt.Sprintf("%s-n%d", e.Namespace, base+i),
-			Zone:   zone,
-			Labels: map[string]string{LabelPool: e.Pool},
-			Taints: []corev1.Taint{{Key: TaintPool, Value: e.Pool, Effect: corev1.TaintEffectNoSchedule}},
+			Name:         fmt.Sprintf("%s-n%d", e.Namespace, base+i),
+			Zone:         zone,
+			InstanceType: o.InstanceType,
+			AttachLimit:  o.AttachLimit,
+			Labels:       map[string]string{LabelPool: e.Pool},
+			Taints:       []corev1.Taint{{Key: TaintPool, Value: e.Pool, Effect: corev1.TaintEffectNoSchedule}},
 		}
 		if o.CPU != "" {
 			spec.CPU = mustQuantity(o.CPU)

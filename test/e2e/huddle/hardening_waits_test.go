@@ -160,13 +160,17 @@ func crowdedHomeWith(env *simtest.Env, spec huddlev1.HuddleSpec, build func() []
 	dep.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("500m")
 	env.Create(env.Claim("data"), dep)
 	home := together(env, "app=app", 2, time.Minute)
+	// The filler leaves room for one more 500m member, as in crowdedHome,
+	// counted before the extra pods take their share.
+	room := freeCPU(env, home)
+	room.Sub(resource.MustParse("500m"))
 	extra := build()
 	for _, p := range extra {
 		env.Create(p)
 	}
 	filler := env.Pod("filler")
 	filler.Spec.NodeName = home
-	filler.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("2500m")
+	filler.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = room
 	env.Create(filler)
 	env.Eventually("extra pods and filler running at home", time.Minute, func() error {
 		for _, name := range append(podNames(extra), "filler") {

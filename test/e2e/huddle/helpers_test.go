@@ -9,6 +9,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	resourcehelper "k8s.io/component-helpers/resource"
 
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
@@ -101,4 +102,27 @@ func pinnedHome(p corev1.Pod, home string) bool {
 
 func csiDriver(name string, attach bool) *storagev1.CSIDriver {
 	return &storagev1.CSIDriver{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: storagev1.CSIDriverSpec{AttachRequired: &attach}}
+}
+
+// freeCPU is the CPU of node's allocatable that the requests of the pods
+// bound there (in every namespace, not yet finished) leave free, as the
+// scheduler counts it.
+func freeCPU(env *simtest.Env, node string) resource.Quantity {
+	env.T.Helper()
+	n, err := env.Client.CoreV1().Nodes().Get(env.Ctx, node, metav1.GetOptions{})
+	if err != nil {
+		env.T.Fatal(err)
+	}
+	pods, err := env.Client.CoreV1().Pods("").List(env.Ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		env.T.Fatal(err)
+	}
+	free := n.Status.Allocatable.Cpu().DeepCopy()
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		free.Sub(resourcehelper.PodRequests(&p, resourcehelper.PodResourcesOptions{})[corev1.ResourceCPU])
+	}
+	return free
 }

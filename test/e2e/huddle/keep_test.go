@@ -102,11 +102,11 @@ func TestSplitHuddleRepaired(t *testing.T) {
 }
 
 // crowdedHome runs app (2 replicas of 500m on claim data, with the given
-// Huddle spec) on one of two 4-CPU nodes, fills its home with 2.5 CPU of
-// another pod, and scales app to 4: the huddle (5 pods with surge, 2.5
-// CPU) no longer fits its home, one new member waits there
-// Unschedulable, and the other node would hold all of it. It returns
-// home.
+// Huddle spec) on one of two m5.xlarge nodes, fills its home with another
+// pod up to 500m short of its allocatable, and scales app to 4: the huddle
+// (5 pods with surge, 2.5 CPU) no longer fits its home, one new member
+// waits there Unschedulable, and the other node would hold all of it. It
+// returns home.
 func crowdedHome(env *simtest.Env, spec huddlev1.HuddleSpec) string {
 	env.T.Helper()
 	env.AddNodes(2, simtest.NodeOptions{})
@@ -118,9 +118,14 @@ func crowdedHome(env *simtest.Env, spec huddlev1.HuddleSpec) string {
 	dep.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("500m")
 	env.Create(env.Claim("data"), dep)
 	home := together(env, "app=app", 2, time.Minute)
+	// Room for one more 500m member: the filler is sized from what the
+	// node has free (2920m on an m5.xlarge's 3920m allocatable), not from a
+	// node size this test would have to assume.
+	room := freeCPU(env, home)
+	room.Sub(resource.MustParse("500m"))
 	filler := env.Pod("filler")
 	filler.Spec.NodeName = home
-	filler.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("2500m")
+	filler.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = room
 	env.Create(filler)
 	env.Eventually("filler running", 30*time.Second, func() error {
 		p, err := env.Client.CoreV1().Pods(env.Namespace).Get(env.Ctx, "filler", metav1.GetOptions{})

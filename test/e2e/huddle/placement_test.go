@@ -65,21 +65,23 @@ func TestScaleZeroToTwenty(t *testing.T) {
 	huddled(env, "data", home, 20)
 }
 
-// TestFirstPlacementFitsWholeHuddle: on 4-CPU nodes where one node already
-// runs 3 CPU of other pods, a huddle that needs 3 CPU in all is placed
-// where all of it fits, never split.
+// TestFirstPlacementFitsWholeHuddle: on 5-CPU nodes (4920m allocatable)
+// where one node already runs 3 CPU of other pods, a huddle that needs 4
+// CPU in all (with its surge) is placed where all of it fits, never split.
 func TestFirstPlacementFitsWholeHuddle(t *testing.T) {
 	t.Parallel()
 	env := simtest.New(t)
-	nodes := env.AddNodes(2, simtest.NodeOptions{CPU: "4"})
+	// 5 CPU, not 4: a 4-CPU node's 3920m allocatable holds only 7 of the
+	// 8 members with surge, so no node would fit the whole huddle.
+	nodes := env.AddNodes(2, simtest.NodeOptions{CPU: "5"})
 	busy := env.Pod("busy")
 	busy.Spec.NodeSelector[corev1.LabelHostname] = nodes[0]
 	busy.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("3")
 	env.Create(busy)
 	env.Eventually("busy pod running", 30*time.Second, func() error { return runningOn(env, "busy", nodes[0]) })
 
-	// 6 x 500m = 3 CPU; the stock scheduler would put the first pod on
-	// either node.
+	// 6 x 500m = 3 CPU, 4 with the surge of 2; the stock scheduler would
+	// put the first pod on either node.
 	dep := env.Deployment("app", 6, "data")
 	dep.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("500m")
 	env.Create(env.Claim("data"), dep)
@@ -94,9 +96,11 @@ func TestFirstPlacementFitsWholeHuddle(t *testing.T) {
 func TestNoNodeFits(t *testing.T) {
 	t.Parallel()
 	env := simtest.New(t)
-	env.AddNodes(2, simtest.NodeOptions{CPU: "4"})
+	// 5 CPU nodes, 4920m allocatable: 4 members of 1 CPU fit at home (a
+	// 4-CPU node's 3920m would hold only 3).
+	env.AddNodes(2, simtest.NodeOptions{CPU: "5"})
 	dep := env.Deployment("big", 5, "data")
-	dep.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("1") // 5 CPU (+1 surge) > 4
+	dep.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("1") // 5 CPU (+2 surge) > 4920m
 	env.Create(env.Claim("data"), dep)
 	var home string
 	env.Eventually("Fits=False with the shortfall", time.Minute, func() error {

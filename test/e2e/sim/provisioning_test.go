@@ -90,8 +90,11 @@ func TestKubeletAdmission(t *testing.T) {
 	for _, tc := range []struct {
 		name, resource, quantity, reason, message string
 	}{
-		{"cpu", "cpu", "2", "OutOfcpu", "Pod was rejected: Node didn't have enough resource: cpu, requested: 2000, used: 3000, capacity: 4000"},
-		{"memory", "memory", "20Gi", "OutOfmemory", "Pod was rejected: Node didn't have enough resource: memory, requested: 21474836480, used: 67108864, capacity: 17179869184"},
+		// The kubelet's message says capacity but gives allocatable: 4 CPU
+		// less kube-reserved 80m; 16Gi less 11Mi*58+255Mi kube-reserved and
+		// the 100Mi eviction threshold.
+		{"cpu", "cpu", "2", "OutOfcpu", "Pod was rejected: Node didn't have enough resource: cpu, requested: 2000, used: 3000, capacity: 3920"},
+		{"memory", "memory", "20Gi", "OutOfmemory", "Pod was rejected: Node didn't have enough resource: memory, requested: 21474836480, used: 67108864, capacity: 16138633216"},
 	} {
 		pod := env.Pod("over-" + tc.name)
 		pod.Spec.NodeName = node
