@@ -330,10 +330,13 @@ func tail(b []byte, lines int) string {
 // Huddle returns a huddle controller binary: built from the checkout that
 // contains the working directory (into the cache; Go's build cache makes
 // this quick when nothing changed), else the one next to the running
-// executable, else one on PATH.
+// executable, else one on PATH. Each checkout gets a binary of its own:
+// several checkouts (git worktrees) share one cache, and a cluster of one
+// restarts its huddle pods from that file long after it was built.
 func Huddle(ctx context.Context, cacheDir string) (string, error) {
 	if root := checkoutRoot(); root != "" {
-		out := filepath.Join(cacheDir, "bin", "huddle")
+		sum := sha256.Sum256([]byte(root))
+		out := filepath.Join(cacheDir, "bin", "huddle-"+hex.EncodeToString(sum[:6]))
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			return "", err
 		}
