@@ -146,6 +146,7 @@ type clusterFlags struct {
 	zones        []string
 	instanceType string
 	timing       string
+	seed         uint64
 	cacheDir     string
 }
 
@@ -157,6 +158,7 @@ func (f *clusterFlags) add(cmd *cobra.Command, defaultTiming string) {
 	fs.StringSliceVar(&f.zones, "zones", []string{"us-east-1a"}, "availability zones, used round-robin")
 	fs.StringVar(&f.instanceType, "instance-type", "m5.xlarge", "instance type label of each node")
 	fs.StringVar(&f.timing, "timing", defaultTiming, "timing profile: eks (the real defaults: 50s node monitor grace, 300s not-ready toleration, 6-minute max wait for unmount) or fast (the same mechanisms, compressed)")
+	fs.Uint64Var(&f.seed, "seed", 0, "seed of the simulated EBS attach, detach and provisioning times, which are drawn from distributions with a tail (0: a random seed, printed at boot); the same seed draws the same times")
 	fs.StringVar(&f.cacheDir, "cache-dir", binaries.DefaultCacheDir(), "where the built control-plane binaries are kept ($HUDDLE_SIM_CACHE)")
 }
 
