@@ -1,9 +1,9 @@
 // Package cluster assembles a simulated EKS cluster: the real control plane
 // (package controlplane), simulated kubelets (package kubelet), the
-// simulated EBS CSI controller (package ebs) and the cloud's shutdown
-// taint (package cloud), plus what an EKS cluster with the EBS CSI driver
-// add-on has from the start: the ebs.csi.aws.com CSIDriver and the default
-// StorageClass gp3.
+// simulated EC2 and EBS CSI controller (package ebs) and the cloud node
+// lifecycle controller over the simulated instances (package cloud), plus
+// what an EKS cluster with the EBS CSI driver add-on has from the start:
+// the ebs.csi.aws.com CSIDriver and the default StorageClass gp3.
 package cluster
 
 import (
@@ -214,7 +214,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	attacher := ebs.NewAttacher(simClient, c.Cloud, factory)
 	provisioner := ebs.NewProvisioner(simClient, c.Cloud, factory,
 		broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ebs.csi.aws.com_ebs-csi-controller"}))
-	tainter := cloud.NewShutdownTainter(simClient, factory, opts.Timing.NodeMonitorPeriod)
+	instances, err := cloud.NewInstances(simClient, c.Cloud, factory, opts.Timing.CloudNodeMonitorPeriod)
+	if err != nil {
+		return nil, err
+	}
 	factory.Start(runCtx.Done())
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
@@ -224,7 +227,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	c.goRun(func() { c.Kubelets.Run(runCtx, 8) })
 	c.goRun(func() { attacher.Run(runCtx, 8) })
 	c.goRun(func() { provisioner.Run(runCtx, 2) })
-	c.goRun(func() { tainter.Run(runCtx) })
+	c.goRun(func() { instances.Run(runCtx) })
 	c.goRun(func() { <-runCtx.Done(); broadcaster.Shutdown() })
 
 	fmt.Fprintf(progress, "Registering %d simulated nodes\n", len(opts.Nodes))
