@@ -135,6 +135,9 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 // report.
 func applyAndSettle(ctx context.Context, c *cluster.Cluster, objs []manifest.Object, namespace string, settle, timeout time.Duration, progress io.Writer) (*report.Report, error) {
 	fmt.Fprintf(progress, "Applying %d objects\n", len(objs))
+	if err := addExistingVolumes(ctx, c, objs, progress); err != nil {
+		return nil, err
+	}
 	res, err := manifest.Apply(ctx, c.Admin, objs, namespace, progress)
 	if err != nil {
 		return nil, err
