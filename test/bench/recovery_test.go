@@ -148,8 +148,9 @@ func recover1(b *testing.B, kind string) recovery {
 	dep.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("500m")
 	env.Create(env.Claim("data"), dep)
 	home := runningTogether(env, "", time.Minute)
-	// What the simulator cannot do faster: stop, detach, attach, start.
-	floor := tm.ContainerStopDelay + tm.DetachDelay + tm.AttachDelay + tm.ContainerStartDelay
+	// What the simulator cannot do faster: stop, detach, attach, start
+	// (the cloud's times are drawn: their medians).
+	floor := tm.ContainerStopDelay + tm.DetachLatency.Median + tm.AttachLatency.Median + tm.ContainerStartDelay
 
 	var start time.Time
 	switch kind {

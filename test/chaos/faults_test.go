@@ -209,26 +209,20 @@ func (c *chaos) apply(kind string) (bool, error) {
 		})
 		return true, annotate(c.env, node, key, off)
 	case fDeleteNode:
-		// A terminated instance: the instance stops, then its Node object
-		// goes (as the cloud node controller or Karpenter deletes it); a
-		// new node replaces it.
+		// A terminated instance (sim.huddle.io/terminate, as an Auto
+		// Scaling group or Karpenter terminates one): the kubelet is gone,
+		// EC2 detaches its volumes, and the cloud node lifecycle
+		// controller deletes its Node once it is NotReady; a new node
+		// replaces it.
 		node, ok := c.freeNode()
 		if !ok || len(c.nodes) <= 3 {
 			return false, nil
 		}
-		c.logf("terminate node %s (shut down, Node deleted) and add a replacement", node)
-		if err := annotate(c.env, node, kubelet.AnnotationShutdown, "true"); err != nil {
+		c.logf("terminate node %s (the cloud deletes its Node) and add a replacement", node)
+		if err := annotate(c.env, node, kubelet.AnnotationTerminate, "true"); err != nil {
 			return true, err
 		}
 		c.nodes = slices.DeleteFunc(c.nodes, func(n string) bool { return n == node })
-		c.background.Add(1)
-		go func() {
-			defer c.background.Done()
-			time.Sleep(c.env.Timing().NodeMonitorGracePeriod + 2*time.Second)
-			if err := client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{}); err != nil {
-				c.logf("delete node %s: %v", node, err)
-			}
-		}()
 		c.nodes = append(c.nodes, c.env.AddNodes(1, simtest.NodeOptions{})...)
 		return true, nil
 	case fNewNode:

@@ -158,6 +158,7 @@ type clusterFlags struct {
 	zones        []string
 	instanceType string
 	timing       string
+	seed         uint64
 	cacheDir     string
 }
 
@@ -169,6 +170,7 @@ func (f *clusterFlags) add(cmd *cobra.Command, defaultTiming string, defaultZone
 	fs.StringVar(&f.memory, "node-memory", "", "memory capacity of each node as the kubelet reports it (the OS-visible memory, a little under the instance's nominal GiB), in place of the instance type's; allocatable is derived from it by the EKS formulas (default: the instance type's)")
 	fs.StringSliceVar(&f.zones, "zones", defaultZones, "availability zones, used round-robin")
 	fs.StringVar(&f.timing, "timing", defaultTiming, "timing profile: eks (the real defaults: 50s node monitor grace, 300s not-ready toleration, 6-minute max wait for unmount) or fast (the same mechanisms, compressed)")
+	fs.Uint64Var(&f.seed, "seed", 0, "seed of the simulated EBS attach, detach and provisioning times, which are drawn from distributions with a tail (0: a random seed, printed at boot); the same seed draws the same times")
 	fs.StringVar(&f.cacheDir, "cache-dir", binaries.DefaultCacheDir(), "where the built control-plane binaries are kept ($HUDDLE_SIM_CACHE)")
 }
 

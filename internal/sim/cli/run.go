@@ -104,7 +104,7 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	stderr := cmd.ErrOrStderr()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Progress: stderr, Huddle: o.huddle.huddle, HuddleLocal: o.huddle.local, HuddleValues: huddleValues})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Seed: o.cluster.seed, Progress: stderr, Huddle: o.huddle.huddle, HuddleLocal: o.huddle.local, HuddleValues: huddleValues})
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -139,6 +139,9 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 // report.
 func applyAndSettle(ctx context.Context, c *cluster.Cluster, objs []manifest.Object, namespace string, settle, timeout time.Duration, progress io.Writer) (*report.Report, error) {
 	fmt.Fprintf(progress, "Applying %d objects\n", len(objs))
+	if err := addExistingVolumes(ctx, c, objs, progress); err != nil {
+		return nil, err
+	}
 	res, err := manifest.Apply(ctx, c.Admin, objs, namespace, progress)
 	if err != nil {
 		return nil, err

@@ -1,9 +1,9 @@
 // Package cluster assembles a simulated EKS cluster: the real control plane
 // (package controlplane), simulated kubelets (package kubelet), the
-// simulated EBS CSI controller (package ebs) and the cloud's shutdown
-// taint (package cloud), plus what an EKS cluster with the EBS CSI driver
-// add-on has from the start: the ebs.csi.aws.com CSIDriver and the default
-// StorageClass gp3.
+// simulated EC2 and EBS CSI controller (package ebs) and the cloud node
+// lifecycle controller over the simulated instances (package cloud), plus
+// what an EKS cluster with the EBS CSI driver add-on has from the start:
+// the ebs.csi.aws.com CSIDriver and the default StorageClass gp3.
 package cluster
 
 import (
@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,6 +68,9 @@ type Options struct {
 	// flags.
 	HuddleLocal bool
 	HuddleArgs  []string
+	// Seed seeds the simulated cloud's attach, detach and provisioning
+	// times; 0 picks one at random. Cluster.Seed says which was used.
+	Seed uint64
 }
 
 // Cluster is a running simulated cluster.
@@ -80,6 +84,9 @@ type Cluster struct {
 	Client   kubernetes.Interface
 	Kubelets *kubelet.Pool
 	Cloud    *ebs.Cloud
+	// Seed is the seed of the cloud's latencies: the same seed draws the
+	// same times again.
+	Seed     uint64
 	Binaries binaries.Set
 	Timing   timing.Profile
 	// BootTime is how long Start took once binaries were available.
@@ -190,7 +197,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	broadcaster := record.NewBroadcaster(record.WithContext(runCtx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: simClient.CoreV1().Events("")})
 	factory := informers.NewSharedInformerFactory(simClient, 0)
-	c.Cloud = ebs.NewCloud(opts.Timing.AttachDelay, opts.Timing.DetachDelay)
+	c.Seed = opts.Seed
+	if c.Seed == 0 {
+		c.Seed = rand.Uint64()
+	}
+	fmt.Fprintf(progress, "  simulated EBS times: attach %s, detach %s, provisioning %s; seed %d\n",
+		opts.Timing.AttachLatency, opts.Timing.DetachLatency, opts.Timing.ProvisionLatency, c.Seed)
+	c.Cloud = ebs.NewCloud(opts.Timing, c.Seed)
 	c.Kubelets = kubelet.New(simClient, factory, opts.Timing, broadcaster)
 	if huddleBin != "" {
 		c.Kubelets.RunProcesses(&kubelet.Processes{
@@ -201,7 +214,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	attacher := ebs.NewAttacher(simClient, c.Cloud, factory)
 	provisioner := ebs.NewProvisioner(simClient, c.Cloud, factory,
 		broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ebs.csi.aws.com_ebs-csi-controller"}))
-	tainter := cloud.NewShutdownTainter(simClient, factory, opts.Timing.NodeMonitorPeriod)
+	instances, err := cloud.NewInstances(simClient, c.Cloud, factory, opts.Timing.CloudNodeMonitorPeriod)
+	if err != nil {
+		return nil, err
+	}
 	factory.Start(runCtx.Done())
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
@@ -211,7 +227,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	c.goRun(func() { c.Kubelets.Run(runCtx, 8) })
 	c.goRun(func() { attacher.Run(runCtx, 8) })
 	c.goRun(func() { provisioner.Run(runCtx, 2) })
-	c.goRun(func() { tainter.Run(runCtx) })
+	c.goRun(func() { instances.Run(runCtx) })
 	c.goRun(func() { <-runCtx.Done(); broadcaster.Shutdown() })
 
 	fmt.Fprintf(progress, "Registering %d simulated nodes\n", len(opts.Nodes))

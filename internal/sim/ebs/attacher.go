@@ -189,6 +189,11 @@ func (a *Attacher) volumeID(va *storagev1.VolumeAttachment) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("persistent volume %q: %w", *src.PersistentVolumeName, err)
 		}
+		// The external-attacher translates a migrated in-tree PV
+		// (awsElasticBlockStore) to its CSI form.
+		if pv, err = CSIVolume(pv); err != nil {
+			return "", fmt.Errorf("persistent volume %q: %w", *src.PersistentVolumeName, err)
+		}
 		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != DriverName {
 			return "", fmt.Errorf("persistent volume %q is not an %s volume", pv.Name, DriverName)
 		}

@@ -2,9 +2,12 @@ package ebs
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -43,19 +47,24 @@ type Provisioner struct {
 	classes  storagelisters.StorageClassLister
 	recorder record.EventRecorder
 	queue    workqueue.TypedRateLimitingInterface[string]
+
+	mu sync.Mutex
+	// provisioning holds the claims whose volume is being created.
+	provisioning map[types.UID]bool
 }
 
 // NewProvisioner wires a provisioner to the informers of factory. Claims
 // are queued as "namespace/name", volumes as "pv:name".
 func NewProvisioner(client kubernetes.Interface, cloud *Cloud, factory informers.SharedInformerFactory, recorder record.EventRecorder) *Provisioner {
 	p := &Provisioner{
-		client:   client,
-		cloud:    cloud,
-		claims:   factory.Core().V1().PersistentVolumeClaims().Lister(),
-		pvs:      factory.Core().V1().PersistentVolumes().Lister(),
-		nodes:    factory.Core().V1().Nodes().Lister(),
-		classes:  factory.Storage().V1().StorageClasses().Lister(),
-		recorder: recorder,
+		client:       client,
+		cloud:        cloud,
+		claims:       factory.Core().V1().PersistentVolumeClaims().Lister(),
+		pvs:          factory.Core().V1().PersistentVolumes().Lister(),
+		nodes:        factory.Core().V1().Nodes().Lister(),
+		classes:      factory.Storage().V1().StorageClasses().Lister(),
+		recorder:     recorder,
+		provisioning: map[types.UID]bool{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ebs-provisioner"}),
@@ -99,55 +108,75 @@ func (p *Provisioner) worker(ctx context.Context) {
 			return
 		}
 		var err error
+		var requeue time.Duration
 		if name, ok := strings.CutPrefix(key, "pv:"); ok {
 			err = p.syncVolume(ctx, name)
 		} else {
-			err = p.syncClaim(ctx, key)
+			requeue, err = p.syncClaim(ctx, key)
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			klog.FromContext(ctx).V(2).Info("Provisioning failed, retrying", "key", key, "err", err)
 			p.queue.AddRateLimited(key)
-		} else {
+		case requeue > 0:
+			p.queue.Forget(key)
+			p.queue.AddAfter(key, requeue)
+		default:
 			p.queue.Forget(key)
 		}
 		p.queue.Done(key)
 	}
 }
 
-func (p *Provisioner) syncClaim(ctx context.Context, key string) error {
+// syncClaim provisions a volume for a pending claim. Like the CSI
+// external-provisioner and the EBS driver, it names the volume after the
+// PV ("pvc-" + claim UID) and passes a client token derived from that name
+// to CreateVolume, so a retry finds the same volume instead of creating
+// another; while the volume is still being created it asks to be called
+// again when it is due (the driver polls DescribeVolumes).
+func (p *Provisioner) syncClaim(ctx context.Context, key string) (time.Duration, error) {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
-		return nil
+		return 0, nil
 	}
 	claim, err := p.claims.PersistentVolumeClaims(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if claim.Spec.VolumeName != "" || claim.Status.Phase != corev1.ClaimPending || claim.Annotations[annStorageProvisioner] != DriverName {
-		return nil
+		return 0, nil
 	}
 	pvName := "pvc-" + string(claim.UID)
 	if _, err := p.pvs.Get(pvName); err == nil {
-		return nil // provisioned; the PV controller binds it
+		return 0, nil // provisioned; the PV controller binds it
 	}
 	if claim.Spec.StorageClassName == nil {
-		return nil
+		return 0, nil
 	}
 	class, err := p.classes.Get(*claim.Spec.StorageClassName)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	zone, err := p.zoneFor(claim, class)
 	if err != nil || zone == "" {
-		return err // WaitForFirstConsumer: the scheduler has not chosen a node yet
+		return 0, err // WaitForFirstConsumer: the scheduler has not chosen a node yet
 	}
-	p.recorder.Eventf(claim, corev1.EventTypeNormal, "Provisioning", "External provisioner is provisioning volume for claim %q", key)
 	size := claim.Spec.Resources.Requests[corev1.ResourceStorage]
-	gib := (size.Value() + (1<<30 - 1)) >> 30
-	vol := p.cloud.CreateVolume(zone, max(gib, 1))
+	gib := max((size.Value()+(1<<30-1))>>30, 1)
+	vol, err := p.cloud.CreateVolume(CreateVolumeInput{ClientToken: ClientToken(pvName), Zone: zone, SizeGiB: gib})
+	if err != nil {
+		p.recorder.Eventf(claim, corev1.EventTypeWarning, "ProvisioningFailed", "failed to provision volume with StorageClass %q: rpc error: code = Internal desc = Could not create volume %q: %v", class.Name, pvName, err)
+		return 0, err
+	}
+	if vol.State == Creating {
+		if !p.announced(claim.UID) {
+			p.recorder.Eventf(claim, corev1.EventTypeNormal, "Provisioning", "External provisioner is provisioning volume for claim %q", key)
+		}
+		return max(time.Until(vol.AvailableAt), time.Millisecond), nil
+	}
 	fsType := class.Parameters["csi.storage.k8s.io/fstype"]
 	if fsType == "" {
 		fsType = "ext4"
@@ -163,7 +192,7 @@ func (p *Provisioner) syncClaim(ctx context.Context, key string) error {
 			Finalizers:  []string{provisionerFinalizer},
 		},
 		Spec: corev1.PersistentVolumeSpec{
-			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: *resource.NewQuantity(max(gib, 1)<<30, resource.BinarySI)},
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: *resource.NewQuantity(vol.SizeGiB<<30, resource.BinarySI)},
 			AccessModes:                   claim.Spec.AccessModes,
 			PersistentVolumeReclaimPolicy: reclaim,
 			StorageClassName:              class.Name,
@@ -186,13 +215,41 @@ func (p *Provisioner) syncClaim(ctx context.Context, key string) error {
 			}},
 		},
 	}
+	// A failed create is retried; the client token gives the retry the
+	// same volume.
 	if _, err := p.client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		_ = p.cloud.DeleteVolume(vol.ID)
 		p.recorder.Eventf(claim, corev1.EventTypeWarning, "ProvisioningFailed", "failed to create PersistentVolume %s: %v", pvName, err)
-		return err
+		return 0, err
 	}
+	p.forget(claim.UID)
 	p.recorder.Eventf(claim, corev1.EventTypeNormal, "ProvisioningSucceeded", "Successfully provisioned volume %s (%s in %s)", pvName, vol.ID, zone)
-	return nil
+	return 0, nil
+}
+
+// ClientToken is the CreateVolume client token the EBS CSI driver derives
+// from the CSI volume name: the hex SHA-256 of the name (EC2 allows at most
+// 64 characters).
+func ClientToken(volumeName string) string {
+	sum := sha256.Sum256([]byte(volumeName))
+	return hex.EncodeToString(sum[:])
+}
+
+// announced reports whether the Provisioning event of a claim was already
+// recorded, and notes that it now is.
+func (p *Provisioner) announced(uid types.UID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.provisioning[uid] {
+		return true
+	}
+	p.provisioning[uid] = true
+	return false
+}
+
+func (p *Provisioner) forget(uid types.UID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.provisioning, uid)
 }
 
 // zoneFor picks the availability zone of a new volume: the selected node's

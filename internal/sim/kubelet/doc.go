@@ -26,4 +26,6 @@
 // freezes its pods, as a crashed or stopped instance would; =on brings it
 // back. sim.huddle.io/shutdown=true also powers it off (a stopped instance);
 // the cloud's shutdown taint for it is added by package cloud.
+// sim.huddle.io/terminate=true powers it off for good (a terminated
+// instance, whose Node the cloud then deletes).
 package kubelet

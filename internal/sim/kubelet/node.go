@@ -29,6 +29,9 @@ const (
 	// AnnotationShutdown set to "true" shuts the instance down: powered off,
 	// and the cloud reports it stopped.
 	AnnotationShutdown = "sim.huddle.io/shutdown"
+	// AnnotationTerminate set to "true" terminates the instance: powered
+	// off for good; the cloud detaches its volumes and deletes its Node.
+	AnnotationTerminate = "sim.huddle.io/terminate"
 	// LabelSimulated marks nodes played by huddle-sim.
 	LabelSimulated = "sim.huddle.io/simulated"
 	// EBSDriver is the CSI driver listed on every node's CSINode.
@@ -364,5 +367,5 @@ func (p *Pool) poweredNodes() []*node {
 
 // poweredFromAnnotations reads the power state a user asked for.
 func poweredFromAnnotations(a map[string]string) bool {
-	return a[AnnotationPower] != "off" && a[AnnotationShutdown] != "true"
+	return a[AnnotationPower] != "off" && a[AnnotationShutdown] != "true" && a[AnnotationTerminate] != "true"
 }

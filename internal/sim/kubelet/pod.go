@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/cache"
 	resourcehelper "k8s.io/component-helpers/resource"
+	csitranslation "k8s.io/csi-translation-lib"
 	"k8s.io/utils/ptr"
 )
 
@@ -363,6 +364,13 @@ func (p *Pool) attachableVolumes(pod *corev1.Pod) ([]string, error) {
 		pv, err := p.volumes.Get(claim.Spec.VolumeName)
 		if err != nil {
 			return nil, err
+		}
+		// CSI migration: an in-tree PV (awsElasticBlockStore) is handled as
+		// its CSI driver's volume.
+		if translator := csitranslation.New(); translator.IsPVMigratable(pv) {
+			if pv, err = translator.TranslateInTreePVToCSI(p.logger, pv.DeepCopy()); err != nil {
+				return nil, err
+			}
 		}
 		if pv.Spec.CSI == nil {
 			continue

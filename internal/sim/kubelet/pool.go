@@ -47,11 +47,13 @@ type Pool struct {
 
 // node is one simulated node's kubelet state.
 type node struct {
-	spec     NodeSpec
-	ip       string
-	powered  bool
-	lease    *coordinationv1.Lease
-	recorder record.EventRecorder
+	spec    NodeSpec
+	ip      string
+	powered bool
+	// terminated: the instance was terminated; it never powers on again.
+	terminated bool
+	lease      *coordinationv1.Lease
+	recorder   record.EventRecorder
 	// attached is the node's status.volumesAttached, from the informer.
 	attached map[string]bool
 	// pods are the pods this kubelet admitted, by key.
@@ -229,7 +231,8 @@ func (p *Pool) onNode(obj any) {
 	}
 	n.attached = attached
 	wasPowered := n.powered
-	n.powered = poweredFromAnnotations(nodeObj.Annotations)
+	n.terminated = n.terminated || nodeObj.Annotations[AnnotationTerminate] == "true"
+	n.powered = !n.terminated && poweredFromAnnotations(nodeObj.Annotations)
 	poweredOn := n.powered && !wasPowered
 	var off []*procPod
 	if wasPowered && !n.powered {

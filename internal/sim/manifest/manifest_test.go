@@ -82,3 +82,39 @@ func TestApplyOrder(t *testing.T) {
 		t.Fatal("dependencies must be applied before their users, unknown kinds last")
 	}
 }
+
+func TestPersistentVolumes(t *testing.T) {
+	objs, err := Decode("pv.yaml", strings.NewReader(`apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: existing
+spec:
+  capacity:
+    storage: 20Gi
+  accessModes: [ReadWriteOnce]
+  csi:
+    driver: ebs.csi.aws.com
+    volumeHandle: vol-0123456789abcdef0
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  volumeName: existing
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 20Gi
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pvs, err := PersistentVolumes(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pvs) != 1 || pvs[0].Name != "existing" || pvs[0].Spec.CSI == nil || pvs[0].Spec.CSI.VolumeHandle != "vol-0123456789abcdef0" {
+		t.Fatalf("PersistentVolumes = %+v, want the one PV with its volume handle", pvs)
+	}
+}

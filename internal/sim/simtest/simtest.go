@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -94,12 +95,22 @@ func Main(m *testing.M, opts Options) int {
 			local = true
 		}
 	}
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleLocal: local, HuddleValues: opts.HuddleValues})
+	// HUDDLE_SIM_SEED replays the cloud's latency draws of an earlier run
+	// (its seed is printed at boot).
+	var seed uint64
+	if v := os.Getenv("HUDDLE_SIM_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			fmt.Fprintf(os.Stderr, "simtest: HUDDLE_SIM_SEED=%q: want a number, the seed a run printed\n", v)
+			return 1
+		}
+	}
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleLocal: local, HuddleValues: opts.HuddleValues, Seed: seed})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "simtest: cannot start the simulated cluster: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "simtest: cluster ready in %s (timing %s, logs in %s)\n", c.BootTime.Round(time.Millisecond), profile.Name, c.Dir)
+	fmt.Fprintf(os.Stderr, "simtest: cluster ready in %s (timing %s, cloud seed %d: HUDDLE_SIM_SEED=%d draws the same EBS times; logs in %s)\n", c.BootTime.Round(time.Millisecond), profile.Name, c.Seed, c.Seed, c.Dir)
 	shared = c
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
