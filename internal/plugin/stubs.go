@@ -2,10 +2,5 @@ package plugin
 
 import "github.com/spf13/cobra"
 
-func newStatusCommand(o *Options) *cobra.Command { return &cobra.Command{Use: "status", Hidden: true} }
-func newReleaseCommand(o *Options) *cobra.Command {
-	return &cobra.Command{Use: "release", Hidden: true}
-}
-func newExplainCommand(o *Options) *cobra.Command {
-	return &cobra.Command{Use: "explain", Hidden: true}
-}
+func newReleaseCommand(o *Options) *cobra.Command { return &cobra.Command{Use: "release", Hidden: true} }
+func newExplainCommand(o *Options) *cobra.Command { return &cobra.Command{Use: "explain", Hidden: true} }
