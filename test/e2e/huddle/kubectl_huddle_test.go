@@ -2,11 +2,15 @@ package huddle
 
 import (
 	"bytes"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	"github.com/huddle-io/huddle/internal/plugin"
@@ -54,5 +58,110 @@ func TestPluginStatusSentry(t *testing.T) {
 	}
 	if _, err := kubectlHuddle(env, "status", "no-such-claim"); err == nil || !strings.Contains(err.Error(), "no huddle no-such-claim") {
 		t.Errorf("status of a missing huddle: %v", err)
+	}
+}
+
+// TestPluginExplainAndReleaseHeld: a pod held for NoCandidateNodes (no
+// node has the label every member selects) is explained with the reason
+// and the fix; kubectl huddle release removes the gate, records it on the
+// pod and in an event.
+func TestPluginExplainAndReleaseHeld(t *testing.T) {
+	t.Parallel()
+	env := simtest.New(t)
+	env.AddNodes(1, simtest.NodeOptions{})
+	dep := env.Deployment("nowhere", 2, "data")
+	dep.Spec.Template.Spec.NodeSelector["disk"] = "nvme" // no node has it
+	env.Create(env.Claim("data"), dep)
+	var pod corev1.Pod
+	env.Eventually("a member held for NoCandidateNodes", time.Minute, func() error {
+		for _, p := range env.Pods("app=nowhere") {
+			if hasGate(p) && p.Annotations["huddle.io/held"] != "" && len(env.Events(p.Name, "NoCandidateNodes")) > 0 {
+				pod = p
+				return nil
+			}
+		}
+		return fmt.Errorf("no held member yet")
+	})
+	out, err := kubectlHuddle(env, "explain", "pod/"+pod.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"held by huddle (scheduling gate huddle.io/placement)", "huddle.io/held:", "NoCandidateNodes",
+		"What to do:", "add such a node", "kubectl huddle release " + pod.Name} {
+		if !strings.Contains(out, w) {
+			t.Errorf("explain lacks %q", w)
+		}
+	}
+
+	out, err = kubectlHuddle(env, "release", pod.Name)
+	if err != nil || !strings.Contains(out, "pod/"+pod.Name+" released") {
+		t.Fatalf("release: %v\n%s", err, out)
+	}
+	p, err := env.Client.CoreV1().Pods(env.Namespace).Get(env.Ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hasGate(*p) || p.Annotations["huddle.io/released-by"] != plugin.ReleasedByUser {
+		t.Fatalf("after release: gates %v, annotations %v", p.Spec.SchedulingGates, p.Annotations)
+	}
+	if ev := env.Events(pod.Name, plugin.ReasonReleasedByUser); len(ev) != 1 || !strings.Contains(ev[0], "removed scheduling gate huddle.io/placement") {
+		t.Fatalf("release events: %q", ev)
+	}
+	env.Eventually("the scheduler, not huddle, now says why it waits", 30*time.Second, func() error {
+		p, err := env.Client.CoreV1().Pods(env.Namespace).Get(env.Ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !unschedulable(*p) {
+			return fmt.Errorf("pod not reported Unschedulable: %+v", p.Status.Conditions)
+		}
+		return nil
+	})
+	if _, err := kubectlHuddle(env, "release", pod.Name); err == nil || !strings.Contains(err.Error(), "not held by huddle") {
+		t.Fatalf("second release: %v", err)
+	}
+}
+
+// TestPluginExplainNoFit: a huddle bigger than its one node is placed
+// where most of it fits (NoNodeFitsHuddle) and its extra member waits at
+// home; explain on that member names the shortfall and the fixes.
+func TestPluginExplainNoFit(t *testing.T) {
+	t.Parallel()
+	env := simtest.New(t)
+	env.AddNodes(1, simtest.NodeOptions{CPU: "5"}) // 4920m allocatable: 4 members of 1 CPU
+	dep := env.Deployment("big", 5, "data")
+	dep.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("1")
+	env.Create(env.Claim("data"), dep)
+	var waiting string
+	env.Eventually("one member pending at home", time.Minute, func() error {
+		for _, p := range env.Pods("app=big") {
+			if p.Spec.NodeName == "" && !hasGate(p) && unschedulable(p) {
+				waiting = p.Name
+				return nil
+			}
+		}
+		return fmt.Errorf("none pending")
+	})
+	if n := eventCount(env, "NoNodeFitsHuddle"); n == 0 {
+		t.Fatal("no NoNodeFitsHuddle event")
+	}
+	out, err := kubectlHuddle(env, "explain", "pod/"+waiting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"Fits:", "False", "the huddle does not fit: ", "lacks", "CPU", "pinned to its huddle's home",
+		"kubectl huddle plan", "spec.move: WhenStuck", "spec.headroom"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("explain lacks %q", w)
+		}
+	}
+	out, err = kubectlHuddle(env, "explain", "huddle/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"Huddle " + env.Namespace + "/data", "it does not fit:", "lacks", waiting + " on -"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("explain huddle lacks %q", w)
+		}
 	}
 }
