@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -334,116 +333,50 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, claim string, owne
 		m.Owner = key
 		return m
 	}
-	key, owner, template, ok := g.owner(ctx, p)
+	key, owner, ok := g.owner(ctx, p, claim)
 	resolved[ref.UID] = key
 	if ok {
-		if !templateMounts(template, claim) {
-			// Each of its pods mounts a claim of its own (a StatefulSet's
-			// volumeClaimTemplates, a generic ephemeral volume): only the
-			// pods that mount this one count, not every replica.
-			owner.MaxPods = 0
-		}
 		m.Owner = key
 		owners[key] = owner
 	}
 	return m
 }
 
-// templateMounts: every pod made from template mounts claim by name.
-func templateMounts(t *corev1.PodTemplateSpec, claim string) bool {
-	for _, v := range t.Spec.Volumes {
-		if v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == claim {
-			return true
-		}
-	}
-	return false
-}
-
-// owner finds the workload that creates the pod, how many pods it may run
-// at once, and the template it makes them from.
-func (g *Gatherer) owner(ctx context.Context, p *corev1.Pod) (string, placement.Owner, *corev1.PodTemplateSpec, bool) {
+// owner finds the workload that creates the pod and what it counts for
+// the huddle of claim (see OwnerFor).
+func (g *Gatherer) owner(ctx context.Context, p *corev1.Pod, claim string) (string, placement.Owner, bool) {
 	ref := metav1.GetControllerOf(p)
 	if ref == nil {
-		return "", placement.Owner{}, nil, false
+		return "", placement.Owner{}, false
 	}
 	get := func(obj client.Object, name string) bool {
 		return g.Reader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: name}, obj) == nil
-	}
-	made := func(key string, maxPods int64, t *corev1.PodTemplateSpec) (string, placement.Owner, *corev1.PodTemplateSpec, bool) {
-		return key, placement.Owner{MaxPods: maxPods, PerPod: templateRequests(t)}, t, true
 	}
 	switch ref.Kind {
 	case "ReplicaSet":
 		rs := &appsv1.ReplicaSet{}
 		if !get(rs, ref.Name) {
-			return "", placement.Owner{}, nil, false
+			return "", placement.Owner{}, false
 		}
 		if dref := metav1.GetControllerOf(rs); dref != nil && dref.Kind == "Deployment" {
 			d := &appsv1.Deployment{}
 			if get(d, dref.Name) {
-				return made("Deployment/"+d.Name, deploymentMaxPods(d), &d.Spec.Template)
+				return OwnerFor(d, claim)
 			}
 		}
-		return made("ReplicaSet/"+rs.Name, int64(replicas(rs.Spec.Replicas)), &rs.Spec.Template)
+		return OwnerFor(rs, claim)
 	case "StatefulSet":
 		s := &appsv1.StatefulSet{}
 		if get(s, ref.Name) {
-			return made("StatefulSet/"+s.Name, int64(replicas(s.Spec.Replicas)), &s.Spec.Template)
+			return OwnerFor(s, claim)
 		}
 	case "Job":
 		j := &batchv1.Job{}
 		if get(j, ref.Name) {
-			return made("Job/"+j.Name, int64(replicas(j.Spec.Parallelism)), &j.Spec.Template)
+			return OwnerFor(j, claim)
 		}
 	}
-	return "", placement.Owner{}, nil, false
-}
-
-// deploymentMaxPods is replicas plus maxSurge for RollingUpdate.
-func deploymentMaxPods(d *appsv1.Deployment) int64 {
-	n := replicas(d.Spec.Replicas)
-	if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
-		return int64(n)
-	}
-	surge := intstr.FromString("25%")
-	if ru := d.Spec.Strategy.RollingUpdate; ru != nil && ru.MaxSurge != nil {
-		surge = *ru.MaxSurge
-	}
-	s, err := intstr.GetScaledValueFromIntOrPercent(&surge, int(n), true)
-	if err != nil {
-		s = 1
-	}
-	return int64(int(n) + s)
-}
-
-func replicas(r *int32) int32 {
-	if r == nil {
-		return 1
-	}
-	return *r
-}
-
-// templateRequests are the requests of a pod made from t, with what the
-// API server fills in at creation that a template lacks: a container's
-// limits stand for its missing requests. LimitRange defaults and
-// RuntimeClass overhead are added by admission; placement.Demand takes
-// them from the real members' requests.
-func templateRequests(t *corev1.PodTemplateSpec) placement.Resources {
-	pod := &corev1.Pod{Spec: *t.Spec.DeepCopy()}
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range cs {
-			c := &cs[i]
-			for name, q := range c.Resources.Limits {
-				if _, ok := c.Resources.Requests[name]; !ok {
-					if c.Resources.Requests == nil {
-						c.Resources.Requests = corev1.ResourceList{}
-					}
-					c.Resources.Requests[name] = q
-				}
-			}
-		}
-	}
-	return Requests(pod)
+	return "", placement.Owner{}, false
 }
 
 // Input gathers everything Decide needs for a gated pod.

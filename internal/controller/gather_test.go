@@ -183,15 +183,15 @@ func TestTemplateRequests(t *testing.T) {
 	}}
 	// Running: 500m + 100m + sidecar 300m = 900m; the init container
 	// alone needs 2 CPU, more.
-	if got := templateRequests(tmpl); got.MilliCPU != 2000 || got.Pods != 1 {
+	if got := TemplateRequests(tmpl); got.MilliCPU != 2000 || got.Pods != 1 {
 		t.Fatalf("got %+v, want 2000m CPU and one pod", got)
 	}
 	tmpl.Spec.InitContainers[0].Resources.Limits = res("100m")
-	if got := templateRequests(tmpl); got.MilliCPU != 900 {
+	if got := TemplateRequests(tmpl); got.MilliCPU != 900 {
 		t.Fatalf("got %dm CPU, want 900m (app's limit 500m, log 100m, sidecar 300m)", got.MilliCPU)
 	}
 	if tmpl.Spec.Containers[0].Resources.Requests != nil {
-		t.Fatal("templateRequests changed the template")
+		t.Fatal("TemplateRequests changed the template")
 	}
 }
 
