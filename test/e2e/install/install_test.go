@@ -130,7 +130,11 @@ func leaderSwitch(t *testing.T, grace *int64) {
 		bound += retryPeriod * 12 / 10
 	}
 	env := simtest.New(t)
-	env.AddNodes(1, simtest.NodeOptions{})
+	// One pod is created every half second for up to twice the lease
+	// duration: up to 60 pods of 100m CPU, more than an m5.xlarge holds
+	// (3920m, 58 pods). The home must hold them all, or the last ones are
+	// Unschedulable and the test measures capacity, not the switch.
+	env.AddNodes(1, simtest.NodeOptions{InstanceType: "m5.4xlarge"})
 	env.Create(env.Claim("data"))
 	leader, err := env.Cluster.HuddleLeader(env.Ctx)
 	if err != nil {
