@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,6 +33,9 @@ const (
 	// member has been unschedulable at home for moveAfter.
 	MoveWhenStuck MovePolicy = "WhenStuck"
 )
+
+// DefaultMoveAfter is spec.moveAfter's default.
+const DefaultMoveAfter = 5 * time.Minute
 
 // HuddleSpec is the policy of one huddle. Every field is optional.
 // +kubebuilder:validation:XValidation:rule="!has(self.moveAfter) || duration(self.moveAfter) >= duration('0s')",message="spec.moveAfter must not be negative"

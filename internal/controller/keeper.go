@@ -125,9 +125,6 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	return ctrl.Result{RequeueAfter: placement.Sooner(placement.Sooner(after, moveCheck), stuckCheck)}, nil
 }
 
-// defaultMoveAfter is spec.moveAfter's default.
-const defaultMoveAfter = 5 * time.Minute
-
 // move starts, rolls forward, finishes or abandons a move of the huddle,
 // recording it in the Huddle's status.lastMove before anything acts on it,
 // so a restarted controller continues the move. It returns when to look
@@ -135,7 +132,7 @@ const defaultMoveAfter = 5 * time.Minute
 func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error) {
 	hud := f.Huddle
 	in := placement.MoveInput{Claim: &f.Claim, Now: r.Clock.Now(), WhenStuck: hud.Spec.Move == huddlev1.MoveWhenStuck,
-		After: defaultMoveAfter, MinInterval: r.MinMoveInterval, Deadline: r.MoveDeadline,
+		After: huddlev1.DefaultMoveAfter, MinInterval: r.MinMoveInterval, Deadline: r.MoveDeadline,
 		Report: hud.Spec.Repair == huddlev1.RepairReport}
 	if hud.Spec.MoveAfter != nil {
 		in.After = hud.Spec.MoveAfter.Duration

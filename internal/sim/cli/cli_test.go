@@ -43,6 +43,9 @@ func TestUsageErrors(t *testing.T) {
 		{"node of unknown type with no size", []string{"up", "-f", unsized}, []string{`node big: unknown instance type "x9.huge"`, "give the node's cpu and memory capacity"}},
 		{"no nodes", []string{"up", "--nodes", "0"}, []string{"no nodes"}},
 		{"stray argument", []string{"demo", "now"}, []string{`unknown command "now"`}},
+		{"compare with keep", []string{"run", "-f", noName, "--compare", "--keep"}, []string{"--keep cannot be used with --compare"}},
+		{"compare with huddle", []string{"run", "-f", noName, "--compare", "--huddle"}, []string{"--compare runs with and without huddle; drop --huddle"}},
+		{"bad namespace", []string{"run", "-f", noName, "-n", "My_NS"}, []string{`--namespace "My_NS"`, "RFC 1123"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -73,7 +76,7 @@ func TestHelpTeaches(t *testing.T) {
 	}
 	var stdout bytes.Buffer
 	Run([]string{"run", "--help"}, strings.NewReader(""), &stdout, &stdout)
-	for _, w := range []string{"helm template", "Exit status", "--timing"} {
+	for _, w := range []string{"helm template", "Exit status", "--timing", "--compare", "schemaVersion", "pre-install hooks", "huddle's own timers"} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("run --help lacks %q", w)
 		}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/huddle-io/huddle/internal/sim/cluster"
 	"github.com/huddle-io/huddle/internal/sim/demo"
 	"github.com/huddle-io/huddle/internal/sim/manifest"
 	"github.com/huddle-io/huddle/internal/sim/report"
@@ -47,28 +46,17 @@ ran, how many hung, and how long until all were Running.`,
 			if err != nil {
 				return err
 			}
+			objs, err := manifest.Load([]string{"-"}, bytes.NewReader(demo.SentryManifest))
+			if err != nil {
+				return err
+			}
 			ctx, cancel := signalContext()
 			defer cancel()
 			out, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			run := func(withHuddle bool) (*report.Report, error) {
-				objs, err := manifest.Load([]string{"-"}, bytes.NewReader(demo.SentryManifest))
-				if err != nil {
-					return nil, err
-				}
-				c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: f.cacheDir, Seed: f.seed, Progress: stderr, Huddle: withHuddle, HuddleValues: huddleValues})
-				if err != nil {
-					return nil, interrupted(ctx, err)
-				}
-				defer c.Stop()
-				fmt.Fprintf(stderr, "Cluster ready in %.1fs: %d nodes, timing %s, huddle %v\n", c.BootTime.Seconds(), len(specs), profile.Name, withHuddle)
-				rep, err := applyAndSettle(ctx, c, objs, "default", profile.SettlePeriod, profile.RunTimeout, stderr)
-				if err != nil {
-					return nil, failed(ctx, c, err)
-				}
-				return rep, nil
-			}
+			a := arm{profile: profile, specs: specs, flags: f, huddle: *hf, values: huddleValues,
+				namespace: "default", settle: profile.SettlePeriod, timeout: profile.RunTimeout}
 			fmt.Fprintln(stderr, "== 1/2: the stock kube-scheduler ==")
-			stock, err := run(false)
+			stock, err := a.run(ctx, manifest.Copy(objs), false, stderr)
 			if err != nil {
 				return err
 			}
@@ -82,7 +70,7 @@ ran, how many hung, and how long until all were Running.`,
 				return nil
 			}
 			fmt.Fprintln(stderr, "== 2/2: with huddle ==")
-			withHuddle, err := run(true)
+			withHuddle, err := a.run(ctx, objs, true, stderr)
 			if err != nil {
 				return err
 			}
@@ -91,7 +79,7 @@ ran, how many hung, and how long until all were Running.`,
 			if err := withHuddle.WriteTable(out); err != nil {
 				return err
 			}
-			demo.Compare(out, stock, withHuddle)
+			report.Compare(out, stock, withHuddle)
 			return nil
 		},
 	}

@@ -89,12 +89,15 @@ func (o *upOptions) run(cmd *cobra.Command) error {
 	}
 	defer c.Stop()
 	if len(objs) > 0 {
-		res, err := manifest.Apply(ctx, c.Admin, objs, o.namespace, stderr)
+		res, err := manifest.Apply(ctx, c.Admin, objs, manifest.Options{Namespace: o.namespace, Progress: stderr})
 		if err != nil {
 			return failed(ctx, c, err)
 		}
 		for _, s := range res.Skipped {
 			fmt.Fprintf(stderr, "warning: %s\n", s)
+		}
+		for _, s := range res.Refused {
+			fmt.Fprintf(stderr, "refused: %s\n", s)
 		}
 		fmt.Fprintf(stderr, "Applied %d objects\n", res.Applied)
 	}

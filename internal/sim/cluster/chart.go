@@ -132,6 +132,30 @@ func (c *Cluster) UninstallHuddle(ctx context.Context) error {
 // HuddleValues are the chart values of the installed release.
 func (c *Cluster) HuddleValues() map[string]any { return maps.Clone(c.huddleValues) }
 
+// HuddleInstalled says whether huddle runs in the cluster, from its chart
+// or as a local process.
+func (c *Cluster) HuddleInstalled() bool { return c.huddleValues != nil || c.Huddle != nil }
+
+// HuddleUnschedulableDeadline is how long huddle lets a pinned member stay
+// Unschedulable before it replaces it: the release's unschedulableDeadline,
+// or the chart's default (which is also the flag's).
+func (c *Cluster) HuddleUnschedulableDeadline() (time.Duration, error) {
+	v, ok := c.huddleValues["unschedulableDeadline"]
+	if !ok {
+		ch, err := charts.Load()
+		if err != nil {
+			return 0, err
+		}
+		v = ch.Values["unschedulableDeadline"]
+	}
+	s, _ := v.(string)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("huddle's unschedulableDeadline %v: %w", v, err)
+	}
+	return d, nil
+}
+
 // scaleHuddle sets the Deployment's replicas; kill deletes the current
 // pods at once (grace 0), so their processes die as in a crash.
 func (c *Cluster) scaleHuddle(ctx context.Context, replicas int32, kill bool) error {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -55,7 +54,11 @@ func (c *Cluster) installLocalHuddle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := manifest.Apply(ctx, c.Admin, objs, HuddleNamespace, io.Discard); err != nil {
+	res, err := manifest.Apply(ctx, c.Admin, objs, manifest.Options{Namespace: HuddleNamespace})
+	if err != nil {
+		return err
+	}
+	if err := res.Err(); err != nil {
 		return err
 	}
 	binding := &rbacv1.ClusterRoleBinding{

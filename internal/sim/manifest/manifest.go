@@ -46,6 +46,16 @@ type Object struct {
 	*unstructured.Unstructured
 }
 
+// Copy deep-copies objs, to apply them to a second cluster (Apply sets
+// namespaces and generated names on what it applies).
+func Copy(objs []Object) []Object {
+	out := make([]Object, len(objs))
+	for i, o := range objs {
+		out[i] = Object{Source: o.Source, Unstructured: o.DeepCopy()}
+	}
+	return out
+}
+
 // Load reads every document of every path ("-" is stdin). Errors name the
 // file and the document.
 func Load(paths []string, stdin io.Reader) ([]Object, error) {
@@ -189,15 +199,89 @@ type Result struct {
 	// Namespaces that the applied objects live in, sorted.
 	Namespaces []string
 	Applied    int
-	// Skipped explains each object that was not applied.
+	// Skipped explains each object that was not applied, by choice: a
+	// kind the cluster does not serve, a Helm hook that install does not
+	// run.
 	Skipped []string
+	// Refused names each object the API server refused, with its reason,
+	// and each Helm hook that did not succeed.
+	Refused []string
 }
 
-// Apply applies objs in dependency order. Namespaced objects without a
-// namespace go to defaultNamespace; namespaces that do not exist are
-// created. An object the API server refuses stops the apply with an error
-// naming its document.
-func Apply(ctx context.Context, cfg *rest.Config, objs []Object, defaultNamespace string, progress io.Writer) (*Result, error) {
+// Err is nil if nothing was refused, else an error listing the refusals.
+func (r *Result) Err() error {
+	if len(r.Refused) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d object(s) refused: %s", len(r.Refused), strings.Join(r.Refused, "; "))
+}
+
+// Options shape Apply.
+type Options struct {
+	// Namespace is where namespaced objects without one go.
+	Namespace string
+	// Progress receives a line per namespace created and per Helm hook.
+	Progress io.Writer
+	// HookTimeout bounds the wait for each Helm hook Job or Pod, as helm
+	// install --timeout does (default 5m, Helm's).
+	HookTimeout time.Duration
+}
+
+// Apply applies objs in Helm's install order: pre-install hooks one at a
+// time by weight, each awaited; then the release's objects, dependencies
+// first; then post-install hooks. Namespaced objects without a namespace
+// go to o.Namespace; namespaces that do not exist are created. An object
+// the API server refuses is listed in Result.Refused and the rest are
+// still applied (as kubectl apply does); the error is for failures that
+// stop everything (the API server unreachable, a cancelled context).
+func Apply(ctx context.Context, cfg *rest.Config, objs []Object, o Options) (*Result, error) {
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.HookTimeout == 0 {
+		o.HookTimeout = 5 * time.Minute
+	}
+	a, err := newApplier(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	pre, release, post, skipped := byHookPhase(objs)
+	a.res.Skipped = append(a.res.Skipped, skipped...)
+	for _, h := range pre {
+		if err := a.hook(ctx, h); err != nil {
+			return a.res, err
+		}
+	}
+	sort.SliceStable(release, func(i, j int) bool { return rank(release[i].GetKind()) < rank(release[j].GetKind()) })
+	for _, obj := range release {
+		if err := a.apply(ctx, obj); err != nil {
+			return a.res, err
+		}
+	}
+	for _, h := range post {
+		if err := a.hook(ctx, h); err != nil {
+			return a.res, err
+		}
+	}
+	for ns := range a.namespaces {
+		a.res.Namespaces = append(a.res.Namespaces, ns)
+	}
+	sort.Strings(a.res.Namespaces)
+	return a.res, nil
+}
+
+// applier applies objects one at a time, remembering what it did.
+type applier struct {
+	opts       Options
+	client     kubernetes.Interface
+	dyn        dynamic.Interface
+	cached     discovery.CachedDiscoveryInterface
+	mapper     *restmapper.DeferredDiscoveryRESTMapper
+	res        *Result
+	namespaces map[string]bool
+}
+
+func newApplier(cfg *rest.Config, o Options) (*applier, error) {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -211,69 +295,113 @@ func Apply(ctx context.Context, cfg *rest.Config, objs []Object, defaultNamespac
 		return nil, err
 	}
 	cached := memory.NewMemCacheClient(disc)
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(cached)
+	return &applier{
+		opts: o, client: client, dyn: dyn, cached: cached,
+		mapper:     restmapper.NewDeferredDiscoveryRESTMapper(cached),
+		res:        &Result{},
+		namespaces: map[string]bool{},
+	}, nil
+}
 
-	sorted := append([]Object(nil), objs...)
-	sort.SliceStable(sorted, func(i, j int) bool { return rank(sorted[i].GetKind()) < rank(sorted[j].GetKind()) })
+// apply applies one object. A refusal is recorded; the error is for what
+// stops everything.
+func (a *applier) apply(ctx context.Context, o Object) error {
+	_, err := a.applyObject(ctx, o)
+	return err
+}
 
-	res := &Result{}
-	namespaces := map[string]bool{}
-	for _, o := range sorted {
-		gvk := o.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if meta.IsNoMatchError(err) {
-			cached.Invalidate() // a CRD applied earlier may serve it now
-			mapper.Reset()
-			mapping, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+// applyObject applies o and says whether it was applied.
+func (a *applier) applyObject(ctx context.Context, o Object) (bool, error) {
+	gvk := o.GroupVersionKind()
+	mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		a.cached.Invalidate() // a CRD applied earlier may serve it now
+		a.mapper.Reset()
+		mapping, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	if meta.IsNoMatchError(err) {
+		a.res.Skipped = append(a.res.Skipped, fmt.Sprintf("%s: %s %s skipped: the cluster serves no kind %s in %s; put its CustomResourceDefinition in an earlier -f file to include it", o.Source, gvk.Kind, o.GetName(), gvk.Kind, gvk.GroupVersion()))
+		return false, nil
+	}
+	if err != nil {
+		return false, a.fatal(ctx, fmt.Errorf("%s: %s %s: %w", o.Source, gvk.Kind, o.GetName(), err))
+	}
+	var ri dynamic.ResourceInterface = a.dyn.Resource(mapping.Resource)
+	if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+		ns := o.GetNamespace()
+		if ns == "" {
+			ns = a.opts.Namespace
+			o.SetNamespace(ns)
 		}
-		if meta.IsNoMatchError(err) {
-			res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %s %s skipped: the cluster serves no kind %s in %s; put its CustomResourceDefinition in an earlier -f file to include it", o.Source, gvk.Kind, o.GetName(), gvk.Kind, gvk.GroupVersion()))
-			continue
-		}
-		if err != nil {
-			return res, fmt.Errorf("%s: %s %s: %w", o.Source, gvk.Kind, o.GetName(), err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			ns := o.GetNamespace()
-			if ns == "" {
-				ns = defaultNamespace
-				o.SetNamespace(ns)
-			}
-			if !namespaces[ns] {
-				if err := ensureNamespace(ctx, client, ns, progress); err != nil {
-					return res, fmt.Errorf("%s: %w", o.Source, err)
+		if !a.namespaces[ns] {
+			if err := ensureNamespace(ctx, a.client, ns, a.opts.Progress); err != nil {
+				if ctx.Err() != nil {
+					return false, err
 				}
-				namespaces[ns] = true
+				a.refuse(o, err.Error())
+				return false, nil
 			}
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
-		} else if gvk.Kind == "Namespace" {
-			namespaces[o.GetName()] = true
+			a.namespaces[ns] = true
 		}
-		body, err := o.MarshalJSON()
-		if err != nil {
-			return res, err
+		ri = a.dyn.Resource(mapping.Resource).Namespace(ns)
+	} else if gvk.Kind == "Namespace" {
+		a.namespaces[o.GetName()] = true
+	}
+	body, err := o.MarshalJSON()
+	if err != nil {
+		return false, err
+	}
+	if o.GetName() == "" { // generateName: create, apply needs a name
+		var created *unstructured.Unstructured
+		created, err = ri.Create(ctx, o.Unstructured, metav1.CreateOptions{FieldManager: "huddle-sim"})
+		if err == nil {
+			o.SetName(created.GetName())
 		}
-		if o.GetName() == "" { // generateName: create, apply needs a name
-			_, err = ri.Create(ctx, o.Unstructured, metav1.CreateOptions{FieldManager: "huddle-sim"})
-		} else {
-			_, err = ri.Patch(ctx, o.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "huddle-sim", Force: ptr.To(true)})
+	} else {
+		_, err = ri.Patch(ctx, o.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "huddle-sim", Force: ptr.To(true)})
+	}
+	if err != nil {
+		if !isRefusal(err) {
+			return false, a.fatal(ctx, fmt.Errorf("%s: apply %s %s: %w", o.Source, gvk.Kind, qualified(o), err))
 		}
-		if err != nil {
-			return res, fmt.Errorf("%s: apply %s %s: %s", o.Source, gvk.Kind, qualified(o), reason(err))
-		}
-		res.Applied++
-		if gvk.Kind == "Namespace" {
-			if err := waitServiceAccount(ctx, client, o.GetName()); err != nil {
-				return res, err
-			}
+		a.refuse(o, reason(err))
+		return false, nil
+	}
+	a.res.Applied++
+	if gvk.Kind == "Namespace" {
+		if err := waitServiceAccount(ctx, a.client, o.GetName()); err != nil {
+			return true, err
 		}
 	}
-	for ns := range namespaces {
-		res.Namespaces = append(res.Namespaces, ns)
+	return true, nil
+}
+
+func (a *applier) refuse(o Object, why string) {
+	a.res.Refused = append(a.res.Refused, fmt.Sprintf("%s: %s %s: %s", o.Source, o.GetKind(), qualified(o), why))
+}
+
+// fatal passes on the context's error when it is cancelled, else err.
+func (a *applier) fatal(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
-	sort.Strings(res.Namespaces)
-	return res, nil
+	return err
+}
+
+// isRefusal tells the API server's verdicts on an object (invalid,
+// forbidden, conflicting, refused by a webhook...) from failures to reach
+// it, which stop the apply.
+func isRefusal(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	switch {
+	case apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsServiceUnavailable(err),
+		apierrors.IsTooManyRequests(err), apierrors.IsUnauthorized(err):
+		return false
+	}
+	return true
 }
 
 // ensureNamespace creates ns if missing and waits for its default service

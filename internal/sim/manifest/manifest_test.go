@@ -118,3 +118,60 @@ spec:
 		t.Fatalf("PersistentVolumes = %+v, want the one PV with its volume handle", pvs)
 	}
 }
+
+// TestHookPhases: helm install's order: pre-install hooks by weight, then
+// kind, then name; the release; post-install hooks. Test hooks and hooks
+// install does not run are skipped, with the reason.
+func TestHookPhases(t *testing.T) {
+	objs, err := Decode("chart.yaml", strings.NewReader(`apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate, annotations: {helm.sh/hook: "pre-install,pre-upgrade", helm.sh/hook-weight: "5"}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: migrate-config, annotations: {helm.sh/hook: pre-install, helm.sh/hook-weight: "5"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: early, annotations: {helm.sh/hook: pre-install, helm.sh/hook-weight: "-10"}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: notify, annotations: {helm.sh/hook: post-install}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: smoke, annotations: {helm.sh/hook: test}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: cleanup, annotations: {helm.sh/hook: pre-delete}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre, release, post, skipped := byHookPhase(objs)
+	names := func(os []Object) string {
+		var out []string
+		for _, o := range os {
+			out = append(out, o.GetName())
+		}
+		return strings.Join(out, ",")
+	}
+	if got := names(pre); got != "early,migrate-config,migrate" {
+		t.Errorf("pre-install hooks %s, want early (weight -10), then weight 5: the ConfigMap before the Job", got)
+	}
+	if got := names(release); got != "web" {
+		t.Errorf("release %s, want web", got)
+	}
+	if got := names(post); got != "notify" {
+		t.Errorf("post-install hooks %s, want notify", got)
+	}
+	if len(skipped) != 2 || !strings.Contains(skipped[0], "Pod smoke skipped: a Helm test hook") || !strings.Contains(skipped[1], "Job cleanup skipped: a Helm hook for pre-delete") {
+		t.Errorf("skipped %q, want the test hook and the pre-delete hook with their reasons", skipped)
+	}
+}

@@ -58,15 +58,59 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintln(w)
 	}
+	if len(r.Nodes) > 0 {
+		fmt.Fprintln(w, "NODES (requested / allocatable)")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NODE\tZONE\tTYPE\tCPU\tMEMORY\tPODS")
+		for _, n := range r.Nodes {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s / %s\t%s / %s\t%d / %d\n", n.Name, orNone(n.Zone), orNone(n.InstanceType),
+				n.Requested.CPU, n.Allocatable.CPU, n.Requested.Memory, n.Allocatable.Memory, n.Requested.Pods, n.Allocatable.Pods)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+	}
+	for _, list := range []struct {
+		title string
+		lines []string
+	}{
+		{"REFUSED (not applied)", r.Refused},
+		{"STILL DUE FROM HUDDLE when the wait ended", r.Pending},
+		{"WARNINGS", r.Warnings},
+	} {
+		if len(list.lines) == 0 {
+			continue
+		}
+		fmt.Fprintln(w, list.title)
+		for _, l := range list.lines {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "Events: %s\n", r.eventLine())
 	stuck := r.StuckClaimPods()
 	switch {
 	case r.AllRunning:
 		fmt.Fprintf(w, "All pods Running (Jobs: Succeeded) after %.1fs.\n", r.SettledAfterSeconds)
 	default:
-		fmt.Fprintf(w, "NOT all pods are running: %d pods that mount a claim and %d other pods are stuck (settled after %.1fs).\n", stuck, len(r.Pods), r.SettledAfterSeconds)
+		fmt.Fprintf(w, "NOT all pods are running: %d pods that mount a claim and %d other pods are stuck (%s).\n", stuck, len(r.Pods), r.waitLine())
+	}
+	if len(r.Refused) > 0 {
+		fmt.Fprintf(w, "%d object(s) were refused by the API server: fix them and run again.\n", len(r.Refused))
 	}
 	return nil
+}
+
+// waitLine says how the wait for the pods ended.
+func (r *Report) waitLine() string {
+	switch r.WaitEnded {
+	case Timeout:
+		return fmt.Sprintf("still changing or awaiting huddle when the wait timed out after %.1fs", r.SettledAfterSeconds)
+	case Quiet:
+		return fmt.Sprintf("nothing changed since %.1fs", r.SettledAfterSeconds)
+	}
+	return fmt.Sprintf("settled after %.1fs", r.SettledAfterSeconds)
 }
 
 // StuckClaimPods counts pods that mount a claim and are not running.

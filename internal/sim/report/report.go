@@ -13,17 +13,79 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 )
 
+// SchemaVersion is the version of the report's JSON form. Version 2 added
+// schemaVersion, timing, huddle, waitEnded, pending, refused, skipped,
+// nodes and each claim's huddle; version 1's keys are unchanged.
+const SchemaVersion = 2
+
 // Report is the placement report. Its JSON form is part of huddle-sim's
-// interface; keep the keys stable.
+// interface; keep the keys stable, and bump SchemaVersion when adding.
 type Report struct {
+	SchemaVersion int `json:"schemaVersion"`
+	// Timing is the timing profile the cluster ran with (eks, fast).
+	Timing string `json:"timing"`
+	// Huddle says whether huddle was installed.
+	Huddle bool `json:"huddle"`
+	// WaitEnded says how the wait for the pods ended: allRunning, quiet
+	// (nothing changed for the settle period) or timeout.
+	WaitEnded Outcome `json:"waitEnded"`
+	// Pending lists what huddle still had due when the wait ended (a
+	// replacement, a move), each with when it is due.
+	Pending []string `json:"pending,omitempty"`
+	// Refused lists the objects the API server refused (and Helm hooks
+	// that did not succeed); Skipped those not applied by choice.
+	Refused []string `json:"refused,omitempty"`
+	Skipped []string `json:"skipped,omitempty"`
+	// Warnings are what the user should know that stopped nothing, such
+	// as a webhook configuration whose Service nothing serves.
+	Warnings            []string       `json:"warnings,omitempty"`
+	Nodes               []Node         `json:"nodes"`
 	Claims              []Claim        `json:"claims"`
 	Pods                []Pod          `json:"pods"`
 	EventCounts         map[string]int `json:"eventCounts"`
 	AllRunning          bool           `json:"allRunning"`
 	SettledAfterSeconds float64        `json:"settledAfterSeconds"`
+}
+
+// Node is one node of the cluster and how full it is.
+type Node struct {
+	Name         string `json:"name"`
+	Zone         string `json:"zone"`
+	InstanceType string `json:"instanceType"`
+	Allocatable  Amount `json:"allocatable"`
+	// Requested sums the requests of the pods bound to it that have not
+	// ended, as the scheduler counts them.
+	Requested Amount `json:"requested"`
+}
+
+// Amount is an amount of the resources the scheduler counts on a node.
+type Amount struct {
+	CPU    string `json:"cpu"`
+	Memory string `json:"memory"`
+	Pods   int64  `json:"pods"`
+}
+
+// HuddleStatus is what the claim's Huddle object says, with huddle
+// installed.
+type HuddleStatus struct {
+	Phase      string      `json:"phase"`
+	Home       string      `json:"home,omitempty"`
+	Members    int32       `json:"members"`
+	Ready      int32       `json:"ready"`
+	Conditions []Condition `json:"conditions,omitempty"`
+	LastMove   string      `json:"lastMove,omitempty"`
+}
+
+// Condition is one condition of a Huddle.
+type Condition struct {
+	Type    string `json:"type"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason"`
+	Message string `json:"message,omitempty"`
 }
 
 // Claim is one PersistentVolumeClaim and the pods that mount it.
@@ -33,6 +95,8 @@ type Claim struct {
 	Volume     string     `json:"volume"`
 	AttachedTo []string   `json:"attachedTo"`
 	Pods       []ClaimPod `json:"pods"`
+	// Huddle is the claim's Huddle status, when huddle made one.
+	Huddle *HuddleStatus `json:"huddle,omitempty"`
 }
 
 // ClaimPod is a pod that mounts a claim.
@@ -58,9 +122,21 @@ type Pod struct {
 	Reason    string `json:"reason"`
 }
 
-// Gather reads the report for the given namespaces.
-func Gather(ctx context.Context, client kubernetes.Interface, namespaces []string) (*Report, error) {
-	r := &Report{EventCounts: map[string]int{}, AllRunning: true, Claims: []Claim{}, Pods: []Pod{}}
+// Gather reads the report for the given namespaces: the nodes, the claims
+// and pods, and with huddles (nil: huddle not installed) their Huddles.
+func Gather(ctx context.Context, client kubernetes.Interface, huddles dynamic.Interface, namespaces []string) (*Report, error) {
+	r := &Report{SchemaVersion: SchemaVersion, Huddle: huddles != nil, EventCounts: map[string]int{}, AllRunning: true, Claims: []Claim{}, Pods: []Pod{}}
+	nodes, err := gatherNodes(ctx, client)
+	if err != nil {
+		return nil, err
+	}
+	r.Nodes = nodes
+	statuses := map[string]*HuddleStatus{}
+	if huddles != nil {
+		if statuses, err = gatherHuddles(ctx, huddles, namespaces); err != nil {
+			return nil, err
+		}
+	}
 	vas, err := client.StorageV1().VolumeAttachments().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
@@ -114,7 +190,7 @@ func Gather(ctx context.Context, client kubernetes.Interface, namespaces []strin
 			if cp == nil {
 				cp = []ClaimPod{}
 			}
-			r.Claims = append(r.Claims, Claim{Namespace: ns, Name: c.Name, Volume: c.Spec.VolumeName, AttachedTo: nodes, Pods: cp})
+			r.Claims = append(r.Claims, Claim{Namespace: ns, Name: c.Name, Volume: c.Spec.VolumeName, AttachedTo: nodes, Pods: cp, Huddle: statuses[ns+"/"+c.Name]})
 		}
 	}
 	return r, nil

@@ -9,8 +9,14 @@ import (
 
 func sample() *Report {
 	return &Report{
+		SchemaVersion: SchemaVersion, Timing: "fast", Huddle: true, WaitEnded: Quiet,
+		Pending: []string{"pod web-2: replacement (Unschedulable since 10:00:00, unschedulable deadline 5m0s), due in 1m0s"},
+		Refused: []string{"app.yaml:3: Service default/bad: spec.ports: Required value (Invalid)"},
+		Nodes: []Node{{Name: "n1", Zone: "us-east-1a", InstanceType: "m5.xlarge",
+			Allocatable: Amount{CPU: "3920m", Memory: "14Gi", Pods: 58}, Requested: Amount{CPU: "200m", Memory: "128Mi", Pods: 2}}},
 		Claims: []Claim{{
 			Namespace: "sentry", Name: "sentry-data", Volume: "pvc-1", AttachedTo: []string{"n1"},
+			Huddle: &HuddleStatus{Phase: "Split", Home: "n1", Members: 2, Ready: 1, Conditions: []Condition{{Type: "Huddled", Status: "False", Reason: "Split"}}},
 			Pods: []ClaimPod{
 				{Name: "web-1", Node: "n1", Phase: "Running", Status: "Running", Ready: true},
 				{Name: "web-2", Node: "n2", Phase: "Pending", Status: "ContainerCreating", Reason: `FailedAttachVolume: Multi-Attach error for volume "pvc-1" Volume is already used by pod(s) web-1`},
@@ -32,15 +38,34 @@ func TestJSONKeys(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"claims", "pods", "eventCounts", "allRunning", "settledAfterSeconds"} {
+	for _, k := range []string{"schemaVersion", "timing", "huddle", "waitEnded", "pending", "refused", "nodes", "claims", "pods", "eventCounts", "allRunning", "settledAfterSeconds"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("top-level key %q missing", k)
 		}
 	}
 	claim := m["claims"].([]any)[0].(map[string]any)
-	for _, k := range []string{"namespace", "name", "volume", "attachedTo", "pods"} {
+	for _, k := range []string{"namespace", "name", "volume", "attachedTo", "pods", "huddle"} {
 		if _, ok := claim[k]; !ok {
 			t.Errorf("claims[] key %q missing", k)
+		}
+	}
+	if m["schemaVersion"] != float64(SchemaVersion) || m["waitEnded"] != "quiet" || m["timing"] != "fast" {
+		t.Errorf("schemaVersion %v, waitEnded %v, timing %v: want %d, quiet, fast", m["schemaVersion"], m["waitEnded"], m["timing"], SchemaVersion)
+	}
+	node := m["nodes"].([]any)[0].(map[string]any)
+	for _, k := range []string{"name", "zone", "instanceType", "allocatable", "requested"} {
+		if _, ok := node[k]; !ok {
+			t.Errorf("nodes[] key %q missing", k)
+		}
+	}
+	alloc := node["allocatable"].(map[string]any)
+	if alloc["cpu"] != "3920m" || alloc["pods"] != float64(58) {
+		t.Errorf("nodes[].allocatable %v, want cpu 3920m and 58 pods", alloc)
+	}
+	hud := claim["huddle"].(map[string]any)
+	for _, k := range []string{"phase", "home", "members", "ready", "conditions"} {
+		if _, ok := hud[k]; !ok {
+			t.Errorf("claims[].huddle key %q missing", k)
 		}
 	}
 	pod := claim["pods"].([]any)[1].(map[string]any)
@@ -68,7 +93,11 @@ func TestTable(t *testing.T) {
 		"Multi-Attach error for volume",
 		"OTHER PODS NOT RUNNING",
 		"Events: FailedAttachVolume=1 Scheduled=2",
-		"NOT all pods are running: 1 pods that mount a claim and 1 other pods are stuck",
+		"NOT all pods are running: 1 pods that mount a claim and 1 other pods are stuck (nothing changed since 3.5s)",
+		"REFUSED (not applied)\n  app.yaml:3: Service default/bad",
+		"STILL DUE FROM HUDDLE when the wait ended\n  pod web-2: replacement",
+		"n1    us-east-1a  m5.xlarge  200m / 3920m",
+		"1 object(s) were refused by the API server",
 	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("table lacks %q:\n%s", w, out)

@@ -19,46 +19,73 @@ type Outcome string
 
 // The ways a settle ends.
 const (
-	// Done: every pod is Running (Jobs: Succeeded) and every workload has
-	// all its pods.
-	Done Outcome = "done"
-	// Quiet: nothing changed for the quiet period; something is stuck.
+	// AllRunning: every pod is Running (Jobs: Succeeded) and every
+	// workload has all its pods.
+	AllRunning Outcome = "allRunning"
+	// Quiet: nothing changed for the quiet period and nothing was due;
+	// something is stuck.
 	Quiet Outcome = "quiet"
-	// Timeout: still changing when the time ran out.
+	// Timeout: still changing, or something still due, when the time ran
+	// out.
 	Timeout Outcome = "timeout"
 )
 
+// Wait says how long Settle waits.
+type Wait struct {
+	// Quiet ends the wait once nothing has changed for this long.
+	Quiet time.Duration
+	// Timeout ends it in any case.
+	Timeout time.Duration
+	// Pending, if set, lists what is still due to change the pods (huddle's
+	// timers: a replacement, a move); while it lists anything the wait goes
+	// on past a quiet period, up to the timeout.
+	Pending func(ctx context.Context, now time.Time) ([]string, error)
+	// Progress receives a line every five seconds.
+	Progress io.Writer
+}
+
 // Settle waits for the workloads in namespaces to settle and returns how
-// long that took. It prints a progress line every five seconds.
-func Settle(ctx context.Context, client kubernetes.Interface, namespaces []string, quiet, timeout time.Duration, progress io.Writer) (time.Duration, Outcome, error) {
+// long that took, how the wait ended, and what was still pending then.
+func Settle(ctx context.Context, client kubernetes.Interface, namespaces []string, w Wait) (time.Duration, Outcome, []string, error) {
 	start := time.Now()
 	lastChange, lastPrint := start, start
 	prev := ""
+	var pending []string
 	for {
 		state, summary, done, err := snapshot(ctx, client, namespaces)
 		if err != nil {
-			return time.Since(start), Timeout, err
+			return time.Since(start), Timeout, nil, err
 		}
 		now := time.Now()
 		if done {
-			return now.Sub(start), Done, nil
+			return now.Sub(start), AllRunning, nil, nil
 		}
 		if state != prev {
 			prev, lastChange = state, now
 		}
-		if now.Sub(lastChange) >= quiet {
-			return lastChange.Sub(start), Quiet, nil
+		pending = nil
+		if w.Pending != nil {
+			if pending, err = w.Pending(ctx, now); err != nil {
+				return time.Since(start), Timeout, nil, err
+			}
 		}
-		if now.Sub(start) >= timeout {
-			return now.Sub(start), Timeout, nil
+		if now.Sub(lastChange) >= w.Quiet && len(pending) == 0 {
+			return lastChange.Sub(start), Quiet, nil, nil
 		}
-		if now.Sub(lastPrint) >= 5*time.Second {
-			fmt.Fprintf(progress, "  %4.0fs  %s\n", now.Sub(start).Seconds(), summary)
+		if now.Sub(start) >= w.Timeout {
+			return now.Sub(start), Timeout, pending, nil
+		}
+		if now.Sub(lastPrint) >= 5*time.Second && w.Progress != nil {
+			line := fmt.Sprintf("  %4.0fs  %s", now.Sub(start).Seconds(), summary)
+			if len(pending) > 0 {
+				line += "; waiting for huddle: " + strings.Join(pending, "; ")
+			}
+			fmt.Fprintln(w.Progress, line)
 			lastPrint = now
 		}
 		select {
 		case <-ctx.Done():
-			return time.Since(start), Timeout, ctx.Err()
+			return time.Since(start), Timeout, pending, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

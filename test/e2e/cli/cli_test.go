@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -147,6 +148,109 @@ func TestRunReportsJSON(t *testing.T) {
 		if p.Node != "only" || p.Phase != "Running" || !p.Ready || p.Reason != "" {
 			t.Errorf("pod %+v", p)
 		}
+	}
+	if r.SchemaVersion != report.SchemaVersion || r.Timing != "fast" || r.WaitEnded != report.AllRunning || r.Huddle {
+		t.Errorf("schemaVersion %d, timing %q, waitEnded %q, huddle %v: want %d, fast, allRunning, false", r.SchemaVersion, r.Timing, r.WaitEnded, r.Huddle, report.SchemaVersion)
+	}
+	if len(r.Nodes) != 1 {
+		t.Fatalf("nodes %+v, want the one Node of the manifest", r.Nodes)
+	}
+	n := r.Nodes[0]
+	requested := resource.MustParse(n.Requested.CPU)
+	if n.Name != "only" || n.Zone != "eu-west-1a" || n.Allocatable.CPU != "2" || n.Allocatable.Pods != 20 || requested.MilliValue() < 1000 || n.Requested.Pods < 2 {
+		t.Errorf("node %+v: want only in eu-west-1a, allocatable 2 CPU and 20 pods as the Node says, at least the app's 2x500m and 2 pods requested", n)
+	}
+}
+
+// TestRunCompare: --compare runs the demo's manifests with the stock
+// scheduler and with huddle, prints both reports side by side, and exits 0
+// because huddle ran every pod.
+func TestRunCompare(t *testing.T) {
+	stdout, stderr, code := huddleSim(t, nil, "run", "--compare", "-f", "../../../internal/sim/demo/sentry.yaml", "--timing", "fast", "--zones", "us-east-1a")
+	if code != 0 {
+		t.Fatalf("run --compare exit %d, want 0 (huddle runs every pod)\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, w := range []string{"== 1/2: the stock kube-scheduler ==", "== 2/2: with huddle =="} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("progress lacks %q:\n%s", w, stderr)
+		}
+	}
+	for _, w := range []string{"== With the stock kube-scheduler ==", "== With huddle ==", "Side by side:", "pods that mount sentry/sentry-data", "Where each pod ran:"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("output lacks %q:\n%s", w, stdout)
+		}
+	}
+	if !strings.Contains(stdout, "huddle fixed it") && !strings.Contains(stdout, "Nothing to fix") {
+		t.Errorf("no verdict:\n%s", stdout)
+	}
+	m := regexp.MustCompile(`(?m)^  nodes they were placed on\s+(\S+)\s+(\S+)$`).FindStringSubmatch(stdout)
+	if m == nil || m[2] != "1" {
+		t.Errorf("with huddle the Sentry pods should share one node; row %q:\n%s", m, stdout)
+	}
+}
+
+// TestRunRefusalsAndHooks: a pre-install hook Job runs and completes
+// before the release; an object the API server refuses is listed and the
+// rest still runs; run exits 1 for the refusal; the JSON says it.
+func TestRunRefusalsAndHooks(t *testing.T) {
+	const chart = `apiVersion: v1
+kind: Service
+metadata: {name: no-ports}
+spec: {selector: {app: web}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: c, image: example/web}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+  annotations: {helm.sh/hook: pre-install, helm.sh/hook-weight: "-1"}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: c, image: example/migrate}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: smoke-test
+  annotations: {helm.sh/hook: test}
+spec:
+  containers: [{name: c, image: example/test}]
+`
+	stdout, stderr, code := huddleSim(t, strings.NewReader(chart), "run", "-f", "-", "-n", "shop", "--timing", "fast", "--nodes", "1", "--output", "json")
+	if code != 1 {
+		t.Fatalf("run exit %d, want 1 for the refused Service\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	hook, applied := strings.Index(stderr, "hook Job migrate succeeded"), strings.Index(stderr, "Applied ")
+	if hook < 0 || applied < 0 || hook > applied {
+		t.Errorf("the pre-install hook should complete before the release is applied:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "refused: <stdin>:1: Service shop/no-ports: spec.ports: Required value") {
+		t.Errorf("the refusal is not on stderr:\n%s", stderr)
+	}
+	var r report.Report
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("stdout is not the JSON report: %v\n%s", err, stdout)
+	}
+	if len(r.Refused) != 1 || !strings.Contains(r.Refused[0], "Service shop/no-ports") {
+		t.Errorf("refused %q, want the Service", r.Refused)
+	}
+	if len(r.Skipped) != 1 || !strings.Contains(r.Skipped[0], "Pod smoke-test skipped: a Helm test hook") {
+		t.Errorf("skipped %q, want the test hook", r.Skipped)
+	}
+	if !r.AllRunning {
+		t.Errorf("the Deployment (applied after the refusal) and the hook's Job should have run: %+v", r)
 	}
 }
 
