@@ -62,7 +62,41 @@ type HuddleSpec struct {
 	// surges.
 	// +optional
 	Headroom *Headroom `json:"headroom,omitempty"`
+
+	// MoveRequest asks for a move of the whole huddle now, whatever
+	// spec.move says (kubectl huddle move sets it). huddle acts on each
+	// request once (identified by requestedAt), with the same safety rules
+	// as an automatic move, and records the outcome in status.moveRequest:
+	// Started (status.lastMove follows the move) or Refused, with why.
+	// +optional
+	MoveRequest *MoveRequest `json:"moveRequest,omitempty"`
 }
+
+// MoveRequest is a request to move the whole huddle now.
+type MoveRequest struct {
+	// To is the node to move to; empty: the node an automatic move would
+	// choose (one that fits the whole huddle).
+	// +optional
+	To string `json:"to,omitempty"`
+	// RequestedAt identifies the request: a new time is a new request.
+	RequestedAt metav1.Time `json:"requestedAt"`
+}
+
+// MoveRequestStatus is what huddle made of the last spec.moveRequest.
+type MoveRequestStatus struct {
+	// RequestedAt is the request's spec.moveRequest.requestedAt.
+	RequestedAt metav1.Time `json:"requestedAt"`
+	// Result is Started or Refused.
+	Result string `json:"result"`
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// The results of a move request.
+const (
+	MoveRequestStarted = "Started"
+	MoveRequestRefused = "Refused"
+)
 
 // Headroom is an amount of resources.
 // +kubebuilder:validation:XValidation:rule="!has(self.cpu) || !string(self.cpu).startsWith('-')",message="spec.headroom.cpu must not be negative"
@@ -183,6 +217,9 @@ type HuddleStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 	// +optional
 	LastMove *Move `json:"lastMove,omitempty"`
+	// MoveRequest is the outcome of the last spec.moveRequest.
+	// +optional
+	MoveRequest *MoveRequestStatus `json:"moveRequest,omitempty"`
 }
 
 // Huddle is the set of pods that mount one shared ReadWriteOnce claim; it

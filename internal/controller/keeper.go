@@ -140,6 +140,9 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 	if mv := hud.Status.LastMove; mv != nil {
 		in.LastStarted = mv.Started.Time
 	}
+	if req := hud.Spec.MoveRequest; req != nil && (hud.Status.MoveRequest == nil || !hud.Status.MoveRequest.RequestedAt.Equal(&req.RequestedAt)) {
+		return r.requestedMove(ctx, f, in)
+	}
 	if in.WhenStuck && f.MoveTarget == "" {
 		budgets, err := r.budgets(ctx, f)
 		if err != nil {
@@ -207,6 +210,49 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 	}
 	f.Claim.MoveTarget = f.MoveTarget
 	return placement.Sooner(again, 5*time.Second), nil
+}
+
+// requestedMove answers spec.moveRequest once: it starts the move the
+// request asks for if it is safe (placement.PlanRequestedMove), else
+// refuses it, and records either in status.moveRequest (with
+// status.lastMove for a start) and an event.
+func (r *Keeper) requestedMove(ctx context.Context, f *ClaimFacts, in placement.MoveInput) (time.Duration, error) {
+	hud := f.Huddle
+	req := hud.Spec.MoveRequest
+	if f.MoveTarget == "" {
+		budgets, err := r.budgets(ctx, f)
+		if err != nil {
+			return 0, err
+		}
+		in.Budgets = budgets
+	}
+	var plan placement.MovePlan
+	var home string
+	r.Gatherer.Cluster.View(func(nodes placement.Nodes) {
+		in.Nodes = nodes
+		plan = placement.PlanRequestedMove(in, req.To)
+		home, _ = placement.Home(&f.Claim, nodes)
+	})
+	now := metav1.NewTime(in.Now)
+	hud = hud.DeepCopy()
+	hud.Status.MoveRequest = &huddlev1.MoveRequestStatus{RequestedAt: req.RequestedAt, Result: huddlev1.MoveRequestRefused, Message: plan.Message}
+	reason, typ := "MoveRefused", corev1.EventTypeWarning
+	if plan.Action == placement.MoveStart {
+		hud.Status.MoveRequest.Result = huddlev1.MoveRequestStarted
+		hud.Status.LastMove = &huddlev1.Move{From: home, To: plan.Target, Started: now, Message: plan.Message}
+		reason, typ = "MoveStarted", corev1.EventTypeNormal
+	}
+	if err := r.Client.Status().Update(ctx, hud); err != nil {
+		return 0, ignoreConflict(err)
+	}
+	r.Recorder.Event(hud, typ, reason, plan.Message)
+	log.FromContext(ctx).Info("Move requested", "to", req.To, "result", hud.Status.MoveRequest.Result, "message", plan.Message)
+	if plan.Action == placement.MoveStart {
+		moves.WithLabelValues(string(plan.Action)).Inc()
+		f.MoveTarget = plan.Target
+		f.Claim.MoveTarget = plan.Target
+	}
+	return 5 * time.Second, nil
 }
 
 // evict evicts one member through the Eviction API, so budgets apply,

@@ -111,6 +111,76 @@ func PlanMove(in MoveInput) MovePlan {
 		Message: fmt.Sprintf("member %s has been unschedulable at home %s for over %s; moving the whole huddle (%s) to %s, where it fits", stuck, home, in.After, format(Demand([]*Claim{c})), target)}
 }
 
+// PlanRequestedMove answers a user's request to move the huddle now
+// (spec.moveRequest, kubectl huddle move), to the node to or, if empty, to
+// the node an automatic move would choose. The request skips the wait for
+// a stuck member but keeps every rule that makes a move safe: moves on and
+// not too frequent, a target that is Ready, meets every member's
+// constraints and the other claims' homes, and holds the whole huddle, and
+// nothing that would stop the move from finishing (blockers). Anything
+// else is refused with the reason (Action MoveNone, Message set).
+func PlanRequestedMove(in MoveInput, to string) MovePlan {
+	c := in.Claim
+	refuse := func(format string, a ...any) MovePlan {
+		return MovePlan{Message: "move refused: " + fmt.Sprintf(format, a...)}
+	}
+	if c.MoveTarget != "" {
+		return refuse("a move to %s is under way; wait for it to finish or be abandoned", c.MoveTarget)
+	}
+	home, _ := Home(c, in.Nodes)
+	if home == "" {
+		return refuse("the huddle has no home yet (no member is bound and the volume is attached nowhere); there is nothing to move")
+	}
+	if in.MinInterval < 0 {
+		return refuse("moves are off (--max-moves-per-hour=0)")
+	}
+	// Every reason to refuse is told at once, so one answer says all there
+	// is to change.
+	var why []string
+	if !in.LastStarted.IsZero() && in.Now.Sub(in.LastStarted) < in.MinInterval {
+		why = append(why, fmt.Sprintf("the last move began %s ago, and moves are at most one per %s (--max-moves-per-hour); ask again in %s",
+			in.Now.Sub(in.LastStarted).Round(time.Second), in.MinInterval, (in.MinInterval-in.Now.Sub(in.LastStarted)).Round(time.Second)))
+	}
+	target := to
+	if to == "" {
+		if target = fitting(c, in.Nodes, home); target == "" {
+			why = append(why, fmt.Sprintf("no node other than home %s fits the whole huddle (%s)", home, format(Demand([]*Claim{c}))))
+		}
+	} else if why1 := fitsWhole(c, in.Nodes, to, home); why1 != "" {
+		why = append(why, why1)
+	}
+	if b := blockers(in, home); b != "" {
+		why = append(why, "the move could not finish, so it is not started: "+b)
+	}
+	if len(why) > 0 {
+		return refuse("%s", strings.Join(why, "; "))
+	}
+	return MovePlan{Action: MoveStart, Target: target,
+		Message: fmt.Sprintf("moving the whole huddle (%s) from %s to %s, as requested (spec.moveRequest)", format(Demand([]*Claim{c})), home, target)}
+}
+
+// fitsWhole says why the whole huddle cannot move to node to ("" if it
+// can): home already, unavailable, outside what the members require, or
+// too small.
+func fitsWhole(c *Claim, nodes Nodes, to, home string) string {
+	if to == home {
+		return fmt.Sprintf("%s is already the huddle's home", to)
+	}
+	n := nodes.Get(to)
+	if why := unavailable(n); why != "" {
+		return fmt.Sprintf("node %s %s", to, why)
+	}
+	claims := []*Claim{c}
+	if !newEligibility(claims).allows(n) {
+		return fmt.Sprintf("node %s does not meet what the members require (node selector, required node affinity, tolerated taints, the volume's zone and attach limit, the homes of their other claims)", to)
+	}
+	demand := Demand(claims)
+	if free := n.Free().Add(alreadyThere(claims, to)); !free.Covers(demand) {
+		return shortfall(to, free, demand)
+	}
+	return ""
+}
+
 // blockers says why a move from home could not finish ("" if it can):
 // a move evicts every member and needs each one recreated at the target.
 func blockers(in MoveInput, home string) string {

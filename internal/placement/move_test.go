@@ -188,3 +188,66 @@ func TestUnpinned(t *testing.T) {
 		t.Fatalf("a pod huddle alone pinned keeps %+v", u)
 	}
 }
+
+// TestPlanRequestedMove: a move asked for now (kubectl huddle move) skips
+// the wait for a stuck member but keeps every rule that makes a move safe;
+// what it refuses, it says why.
+func TestPlanRequestedMove(t *testing.T) {
+	// Home n1 runs three members of 500m; n2 is nearly full; n3 is empty;
+	// n4 carries a taint the members do not tolerate.
+	// Members carry constraints as gathered from real pods (no
+	// tolerations: the taint keeps them off n4).
+	healthy := func(extra ...Member) Claim {
+		c := claim("ns/data", bound("a", "n1").controlled().running(), bound("b", "n1").controlled().running(), bound("c", "n1").controlled().running())
+		c.Members = append(c.Members, extra...)
+		for i := range c.Members {
+			c.Members[i].Constraints = &Constraints{}
+		}
+		return c
+	}
+	nodes := func() nodeList {
+		return nodeList{node("n1").used(1500), node("n2").used(3000), node("n3"), node("n4").taint("dedicated"), node("n5").cordoned()}
+	}
+	for _, tc := range []struct {
+		name      string
+		claim     Claim
+		to        string
+		last      time.Duration
+		min       time.Duration
+		report    bool
+		action    MoveAction
+		target    string
+		inMessage string
+	}{
+		{"to a node that fits, no member stuck", healthy(), "n3", 0, 10 * time.Minute, false, MoveStart, "n3", "from n1 to n3, as requested"},
+		{"anywhere: the node an automatic move would choose", healthy(), "", 0, 10 * time.Minute, false, MoveStart, "n3", "as requested"},
+		{"to home", healthy(), "n1", 0, 10 * time.Minute, false, MoveNone, "", "n1 is already the huddle's home"},
+		{"to a node that lacks room", healthy(), "n2", 0, 10 * time.Minute, false, MoveNone, "", "node n2 lacks 500m CPU for the whole huddle"},
+		{"to a node whose taint the members do not tolerate", healthy(), "n4", 0, 10 * time.Minute, false, MoveNone, "", "does not meet what the members require"},
+		{"to a cordoned node", healthy(), "n5", 0, 10 * time.Minute, false, MoveNone, "", "node n5 is cordoned"},
+		{"to a node that does not exist", healthy(), "n9", 0, 10 * time.Minute, false, MoveNone, "", "node n9 is gone"},
+		{"a bare pod would not be recreated", healthy(bound("bare", "n1").running()), "n3", 0, 10 * time.Minute, false, MoveNone, "", "member bare would not be recreated"},
+		{"spec.repair: Report", healthy(), "n3", 0, 10 * time.Minute, true, MoveNone, "", "spec.repair is Report"},
+		{"too soon after the last move", healthy(), "n3", 5 * time.Minute, 10 * time.Minute, false, MoveNone, "", "ask again in 5m0s"},
+		{"moves off", healthy(), "n3", 0, -1, false, MoveNone, "", "moves are off"},
+		{"every reason at once", healthy(bound("bare", "n1").running()), "n2", 5 * time.Minute, 10 * time.Minute, false, MoveNone, "",
+			"ask again in 5m0s; node n2 lacks 1 CPU for the whole huddle (2 CPU, 256Mi memory, 4 pods); the move could not finish, so it is not started: member bare would not be recreated"},
+		{"no home yet", claim("ns/data", gated("a", 1)), "n3", 0, 10 * time.Minute, false, MoveNone, "", "no home yet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := MoveInput{Claim: &tc.claim, Nodes: nodes(), Now: t0, After: 5 * time.Minute, MinInterval: tc.min, Report: tc.report}
+			if tc.last > 0 {
+				in.LastStarted = t0.Add(-tc.last)
+			}
+			p := PlanRequestedMove(in, tc.to)
+			if p.Action != tc.action || p.Target != tc.target || !strings.Contains(p.Message, tc.inMessage) {
+				t.Fatalf("got %q -> %q (%s); want %q -> %q (~%q)", p.Action, p.Target, p.Message, tc.action, tc.target, tc.inMessage)
+			}
+		})
+	}
+	moving := healthy()
+	moving.MoveTarget = "n3"
+	if p := PlanRequestedMove(MoveInput{Claim: &moving, Nodes: nodes(), Now: t0, MinInterval: 10 * time.Minute}, "n2"); p.Action != MoveNone || !strings.Contains(p.Message, "a move to n3 is under way") {
+		t.Fatalf("while moving: %q (%s)", p.Action, p.Message)
+	}
+}

@@ -90,7 +90,7 @@ Commands:
 		SilenceErrors: true,
 	}
 	o.Config.AddFlags(cmd.PersistentFlags())
-	cmd.AddCommand(newPlanCommand(o), newStatusCommand(o), newReleaseCommand(o), newExplainCommand(o))
+	cmd.AddCommand(newPlanCommand(o), newStatusCommand(o), newReleaseCommand(o), newExplainCommand(o), newMoveCommand(o))
 	return cmd
 }
 

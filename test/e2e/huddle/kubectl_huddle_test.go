@@ -165,3 +165,59 @@ func TestPluginExplainNoFit(t *testing.T) {
 		}
 	}
 }
+
+// TestPluginMove: kubectl huddle move --to moves a healthy huddle whole to
+// the node asked for (its members evicted, their replacements pinned
+// there, the volume following), and refuses a move that could not finish
+// (a bare pod member would not be recreated), touching nothing.
+func TestPluginMove(t *testing.T) {
+	t.Parallel()
+	env := simtest.New(t)
+	nodes := env.AddNodes(2, simtest.NodeOptions{})
+	env.Create(env.Claim("data"), env.Deployment("app", 2, "data"))
+	home := together(env, "app=app", 2, time.Minute)
+	huddled(env, "data", home, 2)
+	target := nodes[0]
+	if target == home {
+		target = nodes[1]
+	}
+
+	out, err := kubectlHuddle(env, "move", "data", "--to", target)
+	if err != nil || !strings.Contains(out, "from "+home+" to "+target+", as requested") {
+		t.Fatalf("move --to %s: %v\n%s", target, err, out)
+	}
+	if got := together(env, "app=app", 2, 2*time.Minute); got != target {
+		t.Fatalf("after the move the members run on %s, want %s", got, target)
+	}
+	env.Eventually("the move recorded as finished", time.Minute, func() error {
+		h := huddled(env, "data", target, 2)
+		if mv := h.Status.LastMove; mv == nil || mv.Result != "Succeeded" || mv.From != home || mv.To != target {
+			return fmt.Errorf("last move %+v", h.Status.LastMove)
+		}
+		if r := h.Status.MoveRequest; r == nil || r.Result != "Started" {
+			return fmt.Errorf("move request status %+v", r)
+		}
+		return nil
+	})
+
+	// A bare pod joins: it has no controller to recreate it at a target.
+	env.Create(env.Pod("bare", "data"))
+	together(env, "app in (app,bare)", 3, time.Minute)
+	before := map[string]string{}
+	for _, p := range env.Pods("app in (app,bare)") {
+		before[p.Name] = string(p.UID)
+	}
+	out, err = kubectlHuddle(env, "move", "data")
+	if err == nil || !strings.Contains(out, "move refused") || !strings.Contains(out, "member bare would not be recreated") {
+		t.Fatalf("move with a bare member: want it refused, saying why; err %v\n%s", err, out)
+	}
+	time.Sleep(3 * time.Second) // what a wrongly started move would evict by now
+	for _, p := range env.Pods("app in (app,bare)") {
+		if before[p.Name] != string(p.UID) || p.DeletionTimestamp != nil || p.Spec.NodeName != target {
+			t.Errorf("pod %s changed after a refused move (node %s, deleting %v)", p.Name, p.Spec.NodeName, p.DeletionTimestamp != nil)
+		}
+	}
+	if ev := eventCount(env, "MoveRefused"); ev == 0 {
+		t.Error("no MoveRefused event")
+	}
+}
