@@ -67,11 +67,17 @@ func Compare(w io.Writer, stock, huddle *Report) {
 	row("", "stock kube-scheduler", "with huddle")
 	s, h := summarize(stock), summarize(huddle)
 	keys := sharedClaims(s, h)
+	// With one shared claim its rows read as the demo's; with several,
+	// each claim's rows are indented under it.
+	sub := ""
+	if len(keys) > 1 {
+		sub = "  "
+	}
 	for _, k := range keys {
 		a, b := s[k], h[k]
 		row("pods that mount "+k, fmt.Sprint(a.pods), fmt.Sprint(b.pods))
-		row("  nodes they were placed on", fmt.Sprint(a.nodes), fmt.Sprint(b.nodes))
-		row("  pods hung (not running)", fmt.Sprint(a.stuck), fmt.Sprint(b.stuck))
+		row(sub+"nodes they were placed on", fmt.Sprint(a.nodes), fmt.Sprint(b.nodes))
+		row(sub+"pods hung (not running)", fmt.Sprint(a.stuck), fmt.Sprint(b.stuck))
 	}
 	if len(keys) == 0 {
 		row("claims mounted by several pods", "none", "none")

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // WriteJSON writes the report as indented JSON.
@@ -64,7 +66,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(tw, "  NODE\tZONE\tTYPE\tCPU\tMEMORY\tPODS")
 		for _, n := range r.Nodes {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s / %s\t%s / %s\t%d / %d\n", n.Name, orNone(n.Zone), orNone(n.InstanceType),
-				n.Requested.CPU, n.Allocatable.CPU, n.Requested.Memory, n.Allocatable.Memory, n.Requested.Pods, n.Allocatable.Pods)
+				n.Requested.CPU, n.Allocatable.CPU, mebibytes(n.Requested.Memory), mebibytes(n.Allocatable.Memory), n.Requested.Pods, n.Allocatable.Pods)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -147,4 +149,14 @@ func orNone(s string) string {
 		return "<none>"
 	}
 	return s
+}
+
+// mebibytes prints a memory quantity in Mi, as people compare them (the
+// JSON keeps the API's own form).
+func mebibytes(q string) string {
+	v, err := resource.ParseQuantity(q)
+	if err != nil {
+		return q
+	}
+	return fmt.Sprintf("%dMi", v.Value()/(1<<20))
 }

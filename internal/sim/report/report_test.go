@@ -96,7 +96,7 @@ func TestTable(t *testing.T) {
 		"NOT all pods are running: 1 pods that mount a claim and 1 other pods are stuck (nothing changed since 3.5s)",
 		"REFUSED (not applied)\n  app.yaml:3: Service default/bad",
 		"STILL DUE FROM HUDDLE when the wait ended\n  pod web-2: replacement",
-		"n1    us-east-1a  m5.xlarge  200m / 3920m",
+		"n1    us-east-1a  m5.xlarge  200m / 3920m  128Mi / 14336Mi  2 / 58",
 		"1 object(s) were refused by the API server",
 	} {
 		if !strings.Contains(out, w) {
