@@ -207,9 +207,9 @@ func TestPluginMove(t *testing.T) {
 	for _, p := range env.Pods("app in (app,bare)") {
 		before[p.Name] = string(p.UID)
 	}
-	out, err = kubectlHuddle(env, "move", "data")
-	if err == nil || !strings.Contains(out, "move refused") || !strings.Contains(out, "member bare would not be recreated") {
-		t.Fatalf("move with a bare member: want it refused, saying why; err %v\n%s", err, out)
+	_, err = kubectlHuddle(env, "move", "data")
+	if err == nil || !strings.Contains(err.Error(), "move refused") || !strings.Contains(err.Error(), "member bare would not be recreated") {
+		t.Fatalf("move with a bare member: want it refused, saying why; got %v", err)
 	}
 	time.Sleep(3 * time.Second) // what a wrongly started move would evict by now
 	for _, p := range env.Pods("app in (app,bare)") {
