@@ -10,6 +10,8 @@
 package bench
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
@@ -195,6 +197,9 @@ func (l *latencies) round(b *testing.B, tag string, home bool) roundResult {
 		return nil
 	})
 	if home {
+		// Each claim's home is a running member: its volume attached
+		// there, as for a scale-up or a rollout, so no attach of the
+		// anchors runs while the measured pods are created.
 		var anchors []string
 		for _, arm := range arms {
 			for c := range claims {
@@ -203,7 +208,7 @@ func (l *latencies) round(b *testing.B, tag string, home bool) roundResult {
 				anchors = append(anchors, name)
 			}
 		}
-		l.wait(b, anchors)
+		l.waitRunning(b, anchors)
 	}
 	b.StartTimer()
 
@@ -256,23 +261,31 @@ func (l *latencies) round(b *testing.B, tag string, home bool) roundResult {
 }
 
 // claim creates a ReadWriteOnce EBS volume and its claim, bound to each
-// other up front so provisioning does not enter the figures. Stock claims
-// are opted out of huddle.
+// other up front so provisioning does not enter the figures: the volume
+// exists in the simulated cloud (an existing disk, as a static PV names
+// one), so its attaches succeed. Stock claims are opted out of huddle.
 func (l *latencies) claim(b *testing.B, name string, optOut bool) {
 	env := l.env
+	sum := sha256.Sum256([]byte(env.Namespace + "/" + name))
 	pv := &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: env.Namespace + "-" + name, Labels: map[string]string{"bench": env.Namespace}},
 		Spec: corev1.PersistentVolumeSpec{
 			Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{
-				Driver: "ebs.csi.aws.com", VolumeHandle: "vol-" + name}},
-			ClaimRef:                      &corev1.ObjectReference{Namespace: env.Namespace, Name: name},
-			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+				Driver: "ebs.csi.aws.com", VolumeHandle: "vol-" + hex.EncodeToString(sum[:])[:17]}},
+			ClaimRef: &corev1.ObjectReference{Namespace: env.Namespace, Name: name},
+			// Retain: cleanup deletes the PV itself (Delete would ask a
+			// provisioner that never made it, and leave it Failed).
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
 			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
 				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelTopologyZone, Operator: corev1.NodeSelectorOpIn, Values: []string{"us-east-1a"}}},
 			}}}},
 		},
+	}
+	warnings, err := env.Cluster.AddExistingVolumes(env.Ctx, []*corev1.PersistentVolume{pv})
+	if err != nil || len(warnings) > 0 {
+		b.Fatalf("volume of %s not in the simulated cloud: %v %q", pv.Name, err, warnings)
 	}
 	if _, err := env.Client.CoreV1().PersistentVolumes().Create(env.Ctx, pv, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
@@ -315,8 +328,32 @@ func (l *latencies) wait(b *testing.B, names []string) {
 	})
 }
 
-// cleanup deletes a round's pods and claims at once, so rounds do not fill
-// the nodes; the volumes are deleted by their reclaim policy.
+// waitRunning waits until every named pod is Running.
+func (l *latencies) waitRunning(b *testing.B, names []string) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	l.env.Eventually(fmt.Sprintf("%d pods running", len(names)), 5*time.Minute, func() error {
+		pods, err := l.env.Client.CoreV1().Pods(l.env.Namespace).List(l.env.Ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		running := 0
+		for _, p := range pods.Items {
+			if want[p.Name] && p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		if running < len(names) {
+			return fmt.Errorf("%d of %d running", running, len(names))
+		}
+		return nil
+	})
+}
+
+// cleanup deletes a round's pods, claims and PersistentVolumes at once,
+// so rounds do not fill the nodes nor pile up volumes.
 func (l *latencies) cleanup(tag string) {
 	env := l.env
 	zero := metav1.DeleteOptions{GracePeriodSeconds: new(int64)}
@@ -333,6 +370,14 @@ func (l *latencies) cleanup(tag string) {
 		for _, c := range claims.Items {
 			if strings.HasPrefix(c.Name, tag+"-") {
 				_ = env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Delete(env.Ctx, c.Name, metav1.DeleteOptions{})
+			}
+		}
+	}
+	pvs, err := env.Client.CoreV1().PersistentVolumes().List(env.Ctx, metav1.ListOptions{LabelSelector: "bench=" + env.Namespace})
+	if err == nil {
+		for _, pv := range pvs.Items {
+			if strings.HasPrefix(pv.Name, env.Namespace+"-"+tag+"-") {
+				_ = env.Client.CoreV1().PersistentVolumes().Delete(env.Ctx, pv.Name, metav1.DeleteOptions{})
 			}
 		}
 	}
