@@ -34,9 +34,16 @@ test-unit: ## Run the tests that need no cluster
 	$(GO) test ./internal/...
 
 .PHONY: bench
-bench: sim-build ## Run the benchmarks: placement, webhook, and pod start latency in the simulator (~4 min)
+bench: sim-build ## Run the benchmarks: placement, webhook, pod start latency, recovery and throughput in the simulator (~10 min)
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./internal/placement/ ./internal/webhook/
-	$(GO) test -run '^$$' -bench . -benchtime 5s -count 3 ./test/bench/
+	$(GO) test -run '^$$' -bench 'PodStart|Webhook|Recovery' -benchtime 5s -count 3 ./test/bench/
+	$(GO) test -run '^$$' -bench Throughput -benchtime 1x -count 3 ./test/bench/
+
+# The throughput benchmark at the size issue 10 names (1,000 nodes, 5,000
+# pods per arm); long on 2 cores.
+.PHONY: bench-throughput
+bench-throughput: sim-build ## Run the throughput benchmark big: stock vs huddle vs the podAffinity workaround, 1,000 nodes, 5,000 pods per arm
+	$(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 120m ./test/bench/ -args -tp-nodes 1000 -tp-pods 5000 -tp-rate 100
 
 .PHONY: bench-scale
 bench-scale: sim-build ## Run the scale benchmark: 2,000 nodes, 20,000 pods (~20 min)

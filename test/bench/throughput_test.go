@@ -1,0 +1,369 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/huddle-io/huddle/internal/scope"
+	"github.com/huddle-io/huddle/internal/sim/simtest"
+)
+
+var (
+	tpNodes = flag.Int("tp-nodes", 12, "nodes (m5.xlarge) of the throughput benchmark")
+	tpPods  = flag.Int("tp-pods", 150, "pods of each arm of the throughput benchmark, in groups of 2-20 that share one claim")
+	tpRate  = flag.Float64("tp-rate", 50, "pod creations per second in the throughput benchmark's burst")
+	tpSeed  = flag.Uint64("tp-seed", 1, "seed of the throughput benchmark's group sizes and requests")
+)
+
+// BenchmarkThroughput starts the same burst of pods three ways, back to
+// back on one cluster, and reports how fast each gets them Running:
+//
+//   - stock: every pod has a claim of its own (nothing shared), and huddle
+//     is out of the way (the claims opt out): the stock scheduler's pace;
+//   - huddle: the pods in groups of 2-20 that share one claim each, placed
+//     by huddle;
+//   - workaround: the same groups without huddle (claims opted out), each
+//     group's members with the field's hand-written fix: required
+//     podAffinity to the group's first pod, the anchor, by hostname.
+//
+// For each arm: pods Running per second over the burst (first create to
+// last Running), create-to-Running p50 and p99 from the raw samples,
+// scheduling attempts (Scheduled and FailedScheduling events), and pods
+// that hung (not Running when the arm ended: Multi-Attach or
+// Unschedulable). It reports huddle's throughput over stock's and over the
+// workaround's, measured in the same run.
+//
+//	go test -run '^$' -bench Throughput -benchtime 1x ./test/bench/ -args -tp-nodes 200 -tp-pods 1000
+func BenchmarkThroughput(b *testing.B) {
+	env := simtest.New(b)
+	env.AddNodes(*tpNodes, simtest.NodeOptions{})
+	w := newRunningWatch(env)
+	groups := tpGroups(*tpPods, *tpSeed)
+	var results [3]armResult
+	for b.Loop() {
+		for i, arm := range []string{"stock", "huddle", "workaround"} {
+			results[i] = runArm(b, env, w, arm, groups)
+		}
+	}
+	stock, huddle, workaround := results[0], results[1], results[2]
+	b.Logf("%d pods in %d groups of 2-20 (seed %d), %d m5.xlarge nodes, %.0f creations/s; create to Running:", *tpPods, len(groups), *tpSeed, *tpNodes, *tpRate)
+	b.Logf("  %-11s %9s %9s %9s %9s %6s", "arm", "pods/s", "p50", "p99", "attempts", "hung")
+	for _, r := range results {
+		b.Logf("  %-11s %9.1f %9s %9s %9d %6d %s", r.name, r.perSecond, r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.attempts, r.hung, r.hungWhy)
+	}
+	b.Logf("  huddle/stock throughput %.2f, huddle/workaround %.2f", huddle.perSecond/stock.perSecond, huddle.perSecond/workaround.perSecond)
+	for _, r := range results {
+		b.ReportMetric(r.perSecond, r.name+"-pods/s")
+		b.ReportMetric(ms(r.p99), r.name+"-p99-ms")
+		b.ReportMetric(float64(r.hung), r.name+"-hung")
+	}
+	b.ReportMetric(huddle.perSecond/stock.perSecond, "huddle/stock")
+	b.ReportMetric(huddle.perSecond/workaround.perSecond, "huddle/workaround")
+	b.ReportMetric(0, "ns/op")
+	if huddle.hung > 0 {
+		b.Errorf("%d huddle pods hung: %s", huddle.hung, huddle.hungWhy)
+	}
+}
+
+// tpGroup is one group of pods sharing a claim, with its members' requests.
+type tpGroup struct {
+	size      int
+	cpu, mem  resource.Quantity
+	cpuMillis int64
+}
+
+// tpGroups draws groups of 2-20 pods (the last may be smaller) adding up
+// to pods, each with requests of 50-150m CPU and 64-256Mi: the largest
+// group fits an m5.xlarge.
+func tpGroups(pods int, seed uint64) []tpGroup {
+	r := rand.New(rand.NewPCG(seed, seed))
+	var out []tpGroup
+	for left := pods; left > 0; {
+		n := min(left, 2+r.IntN(19))
+		m := int64(50 + 50*r.IntN(3))
+		out = append(out, tpGroup{size: n, cpuMillis: m, cpu: *resource.NewMilliQuantity(m, resource.DecimalSI), mem: *resource.NewQuantity(int64(64<<r.IntN(3))<<20, resource.BinarySI)})
+		left -= n
+	}
+	return out
+}
+
+type armResult struct {
+	name           string
+	perSecond      float64
+	p50, p99       time.Duration
+	attempts, hung int
+	hungWhy        string
+}
+
+// runArm creates the burst of one arm, waits for its pods to run (or to
+// stop making progress), measures, and deletes everything it made.
+func runArm(b *testing.B, env *simtest.Env, w *runningWatch, arm string, groups []tpGroup) armResult {
+	b.StopTimer()
+	prefix := fmt.Sprintf("tp-%s-%d", arm, time.Now().UnixNano()%100000)
+	type podPlan struct{ name, claim, group, anchor string }
+	var plans []podPlan
+	for g, grp := range groups {
+		group := fmt.Sprintf("%s-g%d", prefix, g)
+		for i := range grp.size {
+			p := podPlan{name: fmt.Sprintf("%s-%d", group, i), group: group, claim: group}
+			if arm == "stock" {
+				p.claim = p.name
+			}
+			if arm == "workaround" && i > 0 {
+				p.anchor = group
+			}
+			plans = append(plans, p)
+		}
+	}
+	made := map[string]bool{}
+	for _, p := range plans {
+		if made[p.claim] {
+			continue
+		}
+		made[p.claim] = true
+		c := env.Claim(p.claim)
+		if arm != "huddle" {
+			c.Annotations = map[string]string{scope.AnnotationShare: "false"}
+		}
+		if _, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Create(env.Ctx, c, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	groupOf := map[string]tpGroup{}
+	for g, grp := range groups {
+		groupOf[fmt.Sprintf("%s-g%d", prefix, g)] = grp
+	}
+	b.StartTimer()
+	created := map[string]time.Time{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Duration(float64(time.Second) / *tpRate))
+	start := time.Now()
+	for _, p := range plans {
+		<-tick.C
+		pod := env.Pod(p.name, p.claim)
+		pod.Labels["group"] = p.group
+		grp := groupOf[p.group]
+		pod.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: grp.cpu, corev1.ResourceMemory: grp.mem}
+		if p.anchor != "" {
+			pod.Spec.Affinity = &corev1.Affinity{PodAffinity: &corev1.PodAffinity{
+				RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+					LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"group": p.anchor}},
+					TopologyKey:   corev1.LabelHostname,
+				}},
+			}}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at := time.Now()
+			if _, err := env.Client.CoreV1().Pods(env.Namespace).Create(env.Ctx, pod, metav1.CreateOptions{}); err != nil {
+				b.Errorf("create pod %s: %v", pod.Name, err)
+			}
+			mu.Lock()
+			created[pod.Name] = at
+			mu.Unlock()
+		}()
+	}
+	tick.Stop()
+	wg.Wait()
+	// Wait for every pod to run, or until none has started for a while:
+	// the rest hung.
+	names := make([]string, len(plans))
+	for i, p := range plans {
+		names[i] = p.name
+	}
+	quiet := 30 * time.Second
+	last, lastCount := time.Now(), -1
+	for {
+		n := w.count(names)
+		if n == len(names) {
+			break
+		}
+		if n != lastCount {
+			last, lastCount = time.Now(), n
+		}
+		if time.Since(last) > quiet {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	b.StopTimer()
+	r := armResult{name: arm}
+	var lat samples
+	var end time.Time
+	for _, n := range names {
+		at, ok := w.running(n)
+		if !ok {
+			r.hung++
+			continue
+		}
+		lat.add(at.Sub(created[n]))
+		if at.After(end) {
+			end = at
+		}
+	}
+	if running := len(names) - r.hung; running > 0 {
+		r.perSecond = float64(running) / end.Sub(start).Seconds()
+	}
+	r.p50, r.p99 = lat.q(0.5), lat.q(0.99)
+	r.attempts, r.hungWhy = schedulingAttempts(b, env, prefix, r.hung)
+	tpCleanup(b, env, prefix)
+	b.StartTimer()
+	return r
+}
+
+// schedulingAttempts counts the scheduler's verdicts on the arm's pods
+// (each Scheduled and FailedScheduling event, with its repeats), and says
+// why the hung pods hung.
+func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int) (int, string) {
+	events, err := env.Client.CoreV1().Events(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	attempts := 0
+	why := map[string]int{}
+	for _, ev := range events.Items {
+		if !strings.HasPrefix(ev.InvolvedObject.Name, prefix+"-") {
+			continue
+		}
+		count := max(int(ev.Count), 1)
+		if ev.Series != nil {
+			count = max(count, int(ev.Series.Count))
+		}
+		switch ev.Reason {
+		case "Scheduled", "FailedScheduling":
+			attempts += count
+		}
+	}
+	if hung > 0 {
+		pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			if !strings.HasPrefix(p.Name, prefix+"-") || p.Status.Phase == corev1.PodRunning {
+				continue
+			}
+			switch {
+			case p.Spec.NodeName == "":
+				why["Unschedulable or gated"]++
+			default:
+				why["ContainerCreating (Multi-Attach or attach pending)"]++
+			}
+		}
+	}
+	var parts []string
+	for k, v := range why {
+		parts = append(parts, fmt.Sprintf("%d %s", v, k))
+	}
+	return attempts, strings.Join(parts, ", ")
+}
+
+// tpCleanup deletes an arm's pods and claims and waits until they are
+// gone and their volumes detached, so the next arm starts on empty nodes
+// with their attach slots free.
+func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
+	zero := metav1.DeleteOptions{GracePeriodSeconds: new(int64)}
+	pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if strings.HasPrefix(p.Name, prefix+"-") {
+			_ = env.Client.CoreV1().Pods(env.Namespace).Delete(env.Ctx, p.Name, zero)
+		}
+	}
+	claims, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	volumes := map[string]bool{}
+	for _, c := range claims.Items {
+		if strings.HasPrefix(c.Name, prefix+"-") {
+			volumes[c.Spec.VolumeName] = true
+			_ = env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Delete(env.Ctx, c.Name, metav1.DeleteOptions{})
+		}
+	}
+	env.Eventually("the arm's pods gone and volumes detached", 5*time.Minute, func() error {
+		pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if strings.HasPrefix(p.Name, prefix+"-") {
+				return fmt.Errorf("pod %s still there", p.Name)
+			}
+		}
+		vas, err := env.Client.StorageV1().VolumeAttachments().List(env.Ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, va := range vas.Items {
+			if pv := va.Spec.Source.PersistentVolumeName; pv != nil && volumes[*pv] {
+				return fmt.Errorf("volume %s still attached to %s", *pv, va.Spec.NodeName)
+			}
+		}
+		return nil
+	})
+}
+
+// runningWatch records when this process first saw each pod Running.
+type runningWatch struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+func newRunningWatch(env *simtest.Env) *runningWatch {
+	w := &runningWatch{at: map[string]time.Time{}}
+	factory := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(env.Namespace))
+	seen := func(obj any) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Status.Phase != corev1.PodRunning {
+			return
+		}
+		now := time.Now()
+		w.mu.Lock()
+		if _, ok := w.at[p.Name]; !ok {
+			w.at[p.Name] = now
+		}
+		w.mu.Unlock()
+	}
+	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    seen,
+		UpdateFunc: func(_, obj any) { seen(obj) },
+	})
+	factory.Start(env.Ctx.Done())
+	factory.WaitForCacheSync(env.Ctx.Done())
+	return w
+}
+
+func (w *runningWatch) running(name string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at, ok := w.at[name]
+	return at, ok
+}
+
+func (w *runningWatch) count(names []string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, name := range names {
+		if _, ok := w.at[name]; ok {
+			n++
+		}
+	}
+	return n
+}
