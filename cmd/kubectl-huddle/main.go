@@ -1,5 +1,5 @@
 // Command kubectl-huddle is the kubectl plugin of huddle: kubectl huddle
-// status, explain, plan and release. Install it with
+// status, explain, plan, release and move. Install it with
 // go install github.com/huddle-io/huddle/cmd/kubectl-huddle@latest (or
 // krew, plugins/huddle.yaml); kubectl finds it on the PATH.
 package main

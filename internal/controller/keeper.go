@@ -77,6 +77,12 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 	}
 	if f.Missing || !f.Shared || f.Huddle == nil {
 		r.forget(f.Key)
+		if f.Huddle != nil && pendingRequest(f.Huddle) != nil {
+			// Answer a move request even where there is nothing to move,
+			// so kubectl huddle move does not wait in vain.
+			_, err := r.answerRequest(ctx, f.Huddle, "move refused: claim "+f.Key+" is not a shared claim that huddle keeps together (missing, not ReadWriteOnce, mounted by fewer than two pods, or opted out); there is nothing to move", nil)
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, nil
 	}
 	moveCheck, err := r.move(ctx, f)
@@ -140,7 +146,7 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 	if mv := hud.Status.LastMove; mv != nil {
 		in.LastStarted = mv.Started.Time
 	}
-	if req := hud.Spec.MoveRequest; req != nil && (hud.Status.MoveRequest == nil || !hud.Status.MoveRequest.RequestedAt.Equal(&req.RequestedAt)) {
+	if pendingRequest(hud) != nil {
 		return r.requestedMove(ctx, f, in)
 	}
 	if in.WhenStuck && f.MoveTarget == "" {
@@ -212,6 +218,26 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 	return placement.Sooner(again, 5*time.Second), nil
 }
 
+// moveRequestTTL is how long a move request stays valid: one huddle could
+// not answer sooner (it was down, say) is refused as expired rather than
+// acted on hours later, or when a backup restores the Huddle's spec.
+const moveRequestTTL = 15 * time.Minute
+
+// pendingRequest is the Huddle's spec.moveRequest if huddle has not
+// answered it yet, else nil. A request is known by its time to the
+// second: the API keeps fractions a client sends on the way in but not on
+// the way out, so both sides are compared as they are stored.
+func pendingRequest(hud *huddlev1.Huddle) *huddlev1.MoveRequest {
+	req := hud.Spec.MoveRequest
+	if req == nil {
+		return nil
+	}
+	if s := hud.Status.MoveRequest; s != nil && s.RequestedAt.Rfc3339Copy().Time.Equal(req.RequestedAt.Rfc3339Copy().Time) {
+		return nil
+	}
+	return req
+}
+
 // requestedMove answers spec.moveRequest once: it starts the move the
 // request asks for if it is safe (placement.PlanRequestedMove), else
 // refuses it, and records either in status.moveRequest (with
@@ -219,6 +245,10 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 func (r *Keeper) requestedMove(ctx context.Context, f *ClaimFacts, in placement.MoveInput) (time.Duration, error) {
 	hud := f.Huddle
 	req := hud.Spec.MoveRequest
+	if age := in.Now.Sub(req.RequestedAt.Time); age > moveRequestTTL {
+		_, err := r.answerRequest(ctx, hud, fmt.Sprintf("move refused: the request is %s old, older than %s (huddle could not answer it in time); run kubectl huddle move again if the move is still wanted", age.Round(time.Second), moveRequestTTL), nil)
+		return 0, err
+	}
 	if f.MoveTarget == "" {
 		budgets, err := r.budgets(ctx, f)
 		if err != nil {
@@ -233,26 +263,42 @@ func (r *Keeper) requestedMove(ctx context.Context, f *ClaimFacts, in placement.
 		plan = placement.PlanRequestedMove(in, req.To)
 		home, _ = placement.Home(&f.Claim, nodes)
 	})
-	now := metav1.NewTime(in.Now)
-	hud = hud.DeepCopy()
-	hud.Status.MoveRequest = &huddlev1.MoveRequestStatus{RequestedAt: req.RequestedAt, Result: huddlev1.MoveRequestRefused, Message: plan.Message}
-	reason, typ := "MoveRefused", corev1.EventTypeWarning
+	var started *huddlev1.Move
 	if plan.Action == placement.MoveStart {
-		hud.Status.MoveRequest.Result = huddlev1.MoveRequestStarted
-		hud.Status.LastMove = &huddlev1.Move{From: home, To: plan.Target, Started: now, Message: plan.Message}
-		reason, typ = "MoveStarted", corev1.EventTypeNormal
+		started = &huddlev1.Move{From: home, To: plan.Target, Started: metav1.NewTime(in.Now), Message: plan.Message}
 	}
-	if err := r.Client.Status().Update(ctx, hud); err != nil {
-		return 0, ignoreConflict(err)
+	written, err := r.answerRequest(ctx, hud, plan.Message, started)
+	if err != nil || !written {
+		return time.Second, err // a conflict: answer again with fresh facts
 	}
-	r.Recorder.Event(hud, typ, reason, plan.Message)
-	log.FromContext(ctx).Info("Move requested", "to", req.To, "result", hud.Status.MoveRequest.Result, "message", plan.Message)
-	if plan.Action == placement.MoveStart {
+	if started != nil {
 		moves.WithLabelValues(string(plan.Action)).Inc()
 		f.MoveTarget = plan.Target
 		f.Claim.MoveTarget = plan.Target
 	}
 	return 5 * time.Second, nil
+}
+
+// answerRequest records huddle's answer to the pending move request in
+// status.moveRequest (Started with start as status.lastMove, or Refused
+// with why), with an event, and says whether it was written: a conflict
+// (someone else wrote the Huddle) is left for the next reconcile.
+func (r *Keeper) answerRequest(ctx context.Context, hud *huddlev1.Huddle, message string, start *huddlev1.Move) (bool, error) {
+	req := hud.Spec.MoveRequest
+	hud = hud.DeepCopy()
+	hud.Status.MoveRequest = &huddlev1.MoveRequestStatus{RequestedAt: req.RequestedAt.Rfc3339Copy(), Result: huddlev1.MoveRequestRefused, Message: message}
+	reason, typ := "MoveRefused", corev1.EventTypeWarning
+	if start != nil {
+		hud.Status.MoveRequest.Result = huddlev1.MoveRequestStarted
+		hud.Status.LastMove = start
+		reason, typ = "MoveStarted", corev1.EventTypeNormal
+	}
+	if err := r.Client.Status().Update(ctx, hud); err != nil {
+		return false, ignoreConflict(err)
+	}
+	r.Recorder.Event(hud, typ, reason, message)
+	log.FromContext(ctx).Info("Move requested", "to", req.To, "result", hud.Status.MoveRequest.Result, "message", message)
+	return true, nil
 }
 
 // evict evicts one member through the Eviction API, so budgets apply,

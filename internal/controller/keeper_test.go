@@ -471,3 +471,58 @@ func TestKeeperEvictionRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestKeeperMoveRequest: spec.moveRequest is answered once: a safe move
+// starts (status.moveRequest Started, status.lastMove to the target, the
+// members evicted); an unsafe or stale one is refused with why and touches
+// nothing; a request already answered is not answered again, whatever
+// fraction of a second its time was written with.
+func TestKeeperMoveRequest(t *testing.T) {
+	request := func(to string, ago time.Duration) huddlev1.HuddleSpec {
+		return huddlev1.HuddleSpec{MoveRequest: &huddlev1.MoveRequest{To: to, RequestedAt: metav1.NewTime(now.Add(-ago))}}
+	}
+	for _, tc := range []struct {
+		name      string
+		spec      huddlev1.HuddleSpec
+		result    string
+		inMessage string
+		evicted   int
+	}{
+		{"to a node that fits", request("n2", 10*time.Second+500*time.Millisecond), huddlev1.MoveRequestStarted, "from n1 to n2, as requested", 2},
+		{"to home", request("n1", 10*time.Second), huddlev1.MoveRequestRefused, "n1 is already the huddle's home", 0},
+		{"expired", request("n2", 20*time.Minute), huddlev1.MoveRequestRefused, "older than 15m0s", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(tc.spec).node("n1", 4000).node("n2", 4000)
+			f := newFixture(t, w, options, running(pod("a", "ReplicaSet"), "n1"), running(pod("b", "ReplicaSet"), "n1"))
+			f.reconcile(t)
+			h := f.huddle(t)
+			got := h.Status.MoveRequest
+			if got == nil || got.Result != tc.result || !strings.Contains(got.Message, tc.inMessage) {
+				t.Fatalf("status.moveRequest %+v; want %s (~%q)", got, tc.result, tc.inMessage)
+			}
+			if len(f.evictions) != tc.evicted {
+				t.Errorf("%d evictions, want %d", len(f.evictions), tc.evicted)
+			}
+			if started := h.Status.LastMove != nil && h.Status.LastMove.To == "n2" && h.Status.LastMove.Finished == nil; started != (tc.result == huddlev1.MoveRequestStarted) {
+				t.Errorf("lastMove %+v", h.Status.LastMove)
+			}
+			first := f.drain()
+			f.reconcile(t)
+			if again := f.drain(); strings.Contains(again, "MoveStarted") || strings.Contains(again, "MoveRefused") {
+				t.Errorf("the request was answered again:\n%s\n(first answer:\n%s)", again, first)
+			}
+			if pendingRequest(f.huddle(t)) != nil {
+				t.Error("the answered request still reads as pending")
+			}
+		})
+	}
+	// A request whose time carries a fraction of a second is the request
+	// the status records at whole seconds.
+	hud := &huddlev1.Huddle{Spec: request("n2", 500*time.Millisecond)}
+	hud.Status.MoveRequest = &huddlev1.MoveRequestStatus{RequestedAt: hud.Spec.MoveRequest.RequestedAt.Rfc3339Copy(), Result: huddlev1.MoveRequestRefused}
+	hud.Spec.MoveRequest.RequestedAt = metav1.NewTime(hud.Spec.MoveRequest.RequestedAt.Add(-500 * time.Millisecond).Truncate(time.Second).Add(500 * time.Millisecond))
+	if pendingRequest(hud) != nil {
+		t.Error("a request at 12:00:00.5 answered as 12:00:00 reads as pending")
+	}
+}

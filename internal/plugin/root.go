@@ -77,7 +77,9 @@ Commands:
   explain   why a pod is where it is, or why it waits, and what to do
   plan      offline, from manifests: which claims are shared, does each huddle
             fit one node, which instance types would, what storage would cost
-  release   the escape hatch: let a held pod go to the scheduler now`,
+  release   the escape hatch: let a held pod go to the scheduler now
+  move      move a whole huddle now, to a node or to one that fits it
+            (refused, with every reason, when it could not finish safely)`,
 		Example: `  # Where is every huddle of the cluster, and is any split?
   kubectl huddle status -A
 

@@ -256,11 +256,14 @@ func applyAndSettle(ctx context.Context, c *cluster.Cluster, objs []manifest.Obj
 		if dyn, err = dynamic.NewForConfig(c.Admin); err != nil {
 			return nil, err
 		}
-		deadline, err := c.HuddleUnschedulableDeadline()
-		if err != nil {
+		timers := report.HuddleTimers{Client: c.Client, Huddles: dyn, Namespaces: res.Namespaces, Slack: settle}
+		if timers.UnschedulableDeadline, err = c.HuddleDuration("unschedulableDeadline"); err != nil {
 			return nil, err
 		}
-		wait.Pending = report.HuddleTimers{Client: c.Client, Huddles: dyn, Namespaces: res.Namespaces, UnschedulableDeadline: deadline, Slack: settle}.Pending
+		if timers.MoveDeadline, err = c.HuddleDuration("moveDeadline"); err != nil {
+			return nil, err
+		}
+		wait.Pending = timers.Pending
 	}
 	fmt.Fprintf(progress, "Applied %d objects in namespaces %v; waiting for pods to settle (report when all run or after %s without change)\n", res.Applied, res.Namespaces, settle)
 	took, outcome, pending, err := report.Settle(ctx, c.Client, res.Namespaces, wait)

@@ -13,11 +13,12 @@ import (
 	"github.com/huddle-io/huddle/internal/sim/manifest"
 )
 
-// unservedWebhooks warns of the admission webhooks among objs whose
-// Service has no ready endpoint: the API server cannot call them, so with
-// failurePolicy Fail it refuses what they match, and with Ignore lets it
-// pass unchecked. A chart whose webhook runs in a pod that never became
-// Ready, or whose Service selects nothing, shows it here.
+// unservedWebhooks warns of the admission webhooks among objs that the API
+// server cannot call: their Service has no ready endpoint, or only
+// endpoints of simulated pods (only pods that huddle-sim runs as processes
+// serve anything; docs/simulator.md). With failurePolicy Fail the API
+// server then refuses what they match, with Ignore it lets it pass
+// unchecked.
 func unservedWebhooks(ctx context.Context, c *cluster.Cluster, objs []manifest.Object) ([]string, error) {
 	type hook struct {
 		config, name, policy string
@@ -59,7 +60,11 @@ func unservedWebhooks(ctx context.Context, c *cluster.Cluster, objs []manifest.O
 			}
 			for _, s := range slices.Items {
 				for _, e := range s.Endpoints {
-					if e.Conditions.Ready == nil || *e.Conditions.Ready {
+					if e.Conditions.Ready != nil && !*e.Conditions.Ready || e.TargetRef == nil || e.TargetRef.Kind != "Pod" {
+						continue
+					}
+					pod, err := c.Client.CoreV1().Pods(e.TargetRef.Namespace).Get(ctx, e.TargetRef.Name, metav1.GetOptions{})
+					if err == nil && c.Kubelets.RunsProcesses(pod) {
 						ok = true
 					}
 				}
@@ -69,11 +74,11 @@ func unservedWebhooks(ctx context.Context, c *cluster.Cluster, objs []manifest.O
 		if ok {
 			continue
 		}
-		effect := "requests it matches are refused"
+		effect := "requests it matches are refused (\"failed calling webhook\")"
 		if h.policy == string(admissionregistrationv1.Ignore) {
 			effect = "requests it matches pass unchecked"
 		}
-		out = append(out, fmt.Sprintf("%s: webhook %s calls Service %s, which no ready pod serves: the API server cannot call it, and with failurePolicy %s %s", h.config, h.name, key, h.policy, effect))
+		out = append(out, fmt.Sprintf("%s: webhook %s calls Service %s, which no ready pod serves here (huddle-sim simulates your pods; it runs no webhook server but huddle's): the API server cannot call it, and with failurePolicy %s %s; turn the chart's webhook off to see the rest", h.config, h.name, key, h.policy, effect))
 	}
 	return out, nil
 }

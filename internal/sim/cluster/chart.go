@@ -136,22 +136,22 @@ func (c *Cluster) HuddleValues() map[string]any { return maps.Clone(c.huddleValu
 // or as a local process.
 func (c *Cluster) HuddleInstalled() bool { return c.huddleValues != nil || c.Huddle != nil }
 
-// HuddleUnschedulableDeadline is how long huddle lets a pinned member stay
-// Unschedulable before it replaces it: the release's unschedulableDeadline,
-// or the chart's default (which is also the flag's).
-func (c *Cluster) HuddleUnschedulableDeadline() (time.Duration, error) {
-	v, ok := c.huddleValues["unschedulableDeadline"]
+// HuddleDuration is one of huddle's durations as it runs with them: the
+// release's chart value key (unschedulableDeadline, moveDeadline, ...), or
+// the chart's default, which is also the flag's.
+func (c *Cluster) HuddleDuration(key string) (time.Duration, error) {
+	v, ok := c.huddleValues[key]
 	if !ok {
 		ch, err := charts.Load()
 		if err != nil {
 			return 0, err
 		}
-		v = ch.Values["unschedulableDeadline"]
+		v = ch.Values[key]
 	}
 	s, _ := v.(string)
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("huddle's unschedulableDeadline %v: %w", v, err)
+		return 0, fmt.Errorf("huddle's %s %v: %w", key, v, err)
 	}
 	return d, nil
 }

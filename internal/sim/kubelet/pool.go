@@ -154,6 +154,11 @@ func (p *Pool) Nodes() []string {
 // processes. Call it before Run.
 func (p *Pool) RunProcesses(ps *Processes) { p.procs = ps }
 
+// RunsProcesses says whether pod's containers run as processes in a
+// sandbox, where the API server can reach them (a webhook), or are only
+// simulated.
+func (p *Pool) RunsProcesses(pod *corev1.Pod) bool { return p.procs.runsProcesses(pod) }
+
 // Run plays the kubelets until ctx ends, then stops every process it
 // started.
 func (p *Pool) Run(ctx context.Context, workers int) {

@@ -27,8 +27,10 @@ const (
 
 // byHookPhase splits objs as helm install runs them: pre-install hooks,
 // the release, post-install hooks (hooks sorted as Helm sorts them: by
-// weight, then kind, then name), and explanations for the hooks install
-// does not run (tests, upgrade and delete hooks).
+// weight, then name, kind mattering only between hooks of one name, as
+// Helm sorts by kind first and stably by weight and name after; helm v4
+// pkg/action/hooks.go), and explanations for the hooks install does not
+// run (tests, upgrade and delete hooks).
 func byHookPhase(objs []Object) (pre, release, post []Object, skipped []string) {
 	for _, o := range objs {
 		value, ok := o.GetAnnotations()[annotationHook]
@@ -36,7 +38,7 @@ func byHookPhase(objs []Object) (pre, release, post []Object, skipped []string) 
 			release = append(release, o)
 			continue
 		}
-		events := strings.Split(strings.ReplaceAll(value, " ", ""), ",")
+		events := strings.Split(strings.ToLower(strings.ReplaceAll(value, " ", "")), ",")
 		switch {
 		case slices.Contains(events, "pre-install"):
 			pre = append(pre, o)
@@ -54,10 +56,10 @@ func byHookPhase(objs []Object) (pre, release, post []Object, skipped []string) 
 			if wi != wj {
 				return wi < wj
 			}
-			if ri, rj := rank(hooks[i].GetKind()), rank(hooks[j].GetKind()); ri != rj {
-				return ri < rj
+			if ni, nj := hooks[i].GetName(), hooks[j].GetName(); ni != nj {
+				return ni < nj
 			}
-			return hooks[i].GetName() < hooks[j].GetName()
+			return rank(hooks[i].GetKind()) < rank(hooks[j].GetKind())
 		})
 	}
 	return pre, release, post, skipped
@@ -89,6 +91,9 @@ func (a *applier) hook(ctx context.Context, o Object) error {
 	case "Job":
 		done = func(ctx context.Context) (bool, error) {
 			j, err := a.client.BatchV1().Jobs(o.GetNamespace()).Get(ctx, o.GetName(), metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return true, nil // deleted once done (ttlSecondsAfterFinished)
+			}
 			if err != nil {
 				return false, err
 			}
@@ -108,6 +113,9 @@ func (a *applier) hook(ctx context.Context, o Object) error {
 	case "Pod":
 		done = func(ctx context.Context) (bool, error) {
 			p, err := a.client.CoreV1().Pods(o.GetNamespace()).Get(ctx, o.GetName(), metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return true, nil
+			}
 			if err != nil {
 				return false, err
 			}

@@ -253,6 +253,9 @@ func Apply(ctx context.Context, cfg *rest.Config, objs []Object, o Options) (*Re
 		}
 	}
 	sort.SliceStable(release, func(i, j int) bool { return rank(release[i].GetKind()) < rank(release[j].GetKind()) })
+	if len(pre)+len(post) > 0 {
+		fmt.Fprintf(o.Progress, "Applying the release: %d objects\n", len(release))
+	}
 	for _, obj := range release {
 		if err := a.apply(ctx, obj); err != nil {
 			return a.res, err

@@ -162,8 +162,8 @@ metadata: {name: cleanup, annotations: {helm.sh/hook: pre-delete}}
 		}
 		return strings.Join(out, ",")
 	}
-	if got := names(pre); got != "early,migrate-config,migrate" {
-		t.Errorf("pre-install hooks %s, want early (weight -10), then weight 5: the ConfigMap before the Job", got)
+	if got := names(pre); got != "early,migrate,migrate-config" {
+		t.Errorf("pre-install hooks %s, want early (weight -10), then weight 5 by name, as Helm orders them: the Job migrate before the ConfigMap migrate-config", got)
 	}
 	if got := names(release); got != "web" {
 		t.Errorf("release %s, want web", got)

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
-	"strings"
 )
 
 // Comparison is `huddle-sim run --compare`'s result: the same manifests
@@ -156,13 +156,16 @@ func sharedClaims(runs ...map[string]claimSummary) []string {
 	return keys
 }
 
-// workload is a pod's name without the suffixes its controller added
-// (ReplicaSet hash and pod suffix), which differ between runs.
+// generated matches the suffixes a Deployment's pods get (the
+// ReplicaSet's pod-template hash and the pod's random suffix), or a Job's
+// or bare generateName pod's random suffix, which differ between runs.
+var generated = regexp.MustCompile(`(-[bcdfghjklmnpqrstvwxz2456789]{6,10})?-[bcdfghjklmnpqrstvwxz2456789]{5}$`)
+
+// workload is a pod's name without the suffixes its controller generated;
+// a StatefulSet's pod (web-0) keeps its name.
 func workload(name string) string {
-	if i := strings.LastIndex(name, "-"); i > 0 {
-		if j := strings.LastIndex(name[:i], "-"); j > 0 {
-			return name[:j]
-		}
+	if loc := generated.FindStringIndex(name); loc != nil && loc[0] > 0 {
+		return name[:loc[0]]
 	}
 	return name
 }

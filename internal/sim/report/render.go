@@ -110,7 +110,7 @@ func (r *Report) waitLine() string {
 	case Timeout:
 		return fmt.Sprintf("still changing or awaiting huddle when the wait timed out after %.1fs", r.SettledAfterSeconds)
 	case Quiet:
-		return fmt.Sprintf("nothing changed since %.1fs", r.SettledAfterSeconds)
+		return fmt.Sprintf("nothing changed after %.1fs", r.SettledAfterSeconds)
 	}
 	return fmt.Sprintf("settled after %.1fs", r.SettledAfterSeconds)
 }

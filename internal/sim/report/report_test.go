@@ -9,7 +9,7 @@ import (
 
 func sample() *Report {
 	return &Report{
-		SchemaVersion: SchemaVersion, Timing: "fast", Huddle: true, WaitEnded: Quiet,
+		SchemaVersion: SchemaVersion, Timing: "fast", Huddle: true, WaitEnded: Timeout,
 		Pending: []string{"pod web-2: replacement (Unschedulable since 10:00:00, unschedulable deadline 5m0s), due in 1m0s"},
 		Refused: []string{"app.yaml:3: Service default/bad: spec.ports: Required value (Invalid)"},
 		Nodes: []Node{{Name: "n1", Zone: "us-east-1a", InstanceType: "m5.xlarge",
@@ -49,8 +49,8 @@ func TestJSONKeys(t *testing.T) {
 			t.Errorf("claims[] key %q missing", k)
 		}
 	}
-	if m["schemaVersion"] != float64(SchemaVersion) || m["waitEnded"] != "quiet" || m["timing"] != "fast" {
-		t.Errorf("schemaVersion %v, waitEnded %v, timing %v: want %d, quiet, fast", m["schemaVersion"], m["waitEnded"], m["timing"], SchemaVersion)
+	if m["schemaVersion"] != float64(SchemaVersion) || m["waitEnded"] != "timeout" || m["timing"] != "fast" {
+		t.Errorf("schemaVersion %v, waitEnded %v, timing %v: want %d, timeout, fast", m["schemaVersion"], m["waitEnded"], m["timing"], SchemaVersion)
 	}
 	node := m["nodes"].([]any)[0].(map[string]any)
 	for _, k := range []string{"name", "zone", "instanceType", "allocatable", "requested"} {
@@ -93,7 +93,7 @@ func TestTable(t *testing.T) {
 		"Multi-Attach error for volume",
 		"OTHER PODS NOT RUNNING",
 		"Events: FailedAttachVolume=1 Scheduled=2",
-		"NOT all pods are running: 1 pods that mount a claim and 1 other pods are stuck (nothing changed since 3.5s)",
+		"NOT all pods are running: 1 pods that mount a claim and 1 other pods are stuck (still changing or awaiting huddle when the wait timed out after 3.5s)",
 		"REFUSED (not applied)\n  app.yaml:3: Service default/bad",
 		"STILL DUE FROM HUDDLE when the wait ended\n  pod web-2: replacement",
 		"n1    us-east-1a  m5.xlarge  200m / 3920m  128Mi / 14336Mi  2 / 58",
@@ -101,6 +101,22 @@ func TestTable(t *testing.T) {
 	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("table lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+// TestWorkload: the side-by-side names workloads, not pods: a
+// Deployment's generated suffixes go, a StatefulSet's ordinal stays.
+func TestWorkload(t *testing.T) {
+	for name, want := range map[string]string{
+		"sentry-web-7c9fd6b5c4-x2bqz":      "sentry-web",
+		"sentry-ingest-consumer-65fd44558": "sentry-ingest-consumer-65fd44558", // no pod suffix: kept
+		"pg-db-0":                          "pg-db-0",
+		"migrate-k8x4z":                    "migrate",
+		"web":                              "web",
+	} {
+		if got := workload(name); got != want {
+			t.Errorf("workload(%q) = %q, want %q", name, got, want)
 		}
 	}
 }

@@ -37,9 +37,10 @@ type Wait struct {
 	// Timeout ends it in any case.
 	Timeout time.Duration
 	// Pending, if set, lists what is still due to change the pods (huddle's
-	// timers: a replacement, a move); while it lists anything the wait goes
-	// on past a quiet period, up to the timeout.
-	Pending func(ctx context.Context, now time.Time) ([]string, error)
+	// timers: a replacement, a move); while anything is due before the
+	// timeout, the wait goes on past a quiet period. What is due later is
+	// only reported.
+	Pending func(ctx context.Context, now time.Time) ([]Due, error)
 	// Progress receives a line every five seconds.
 	Progress io.Writer
 }
@@ -64,13 +65,21 @@ func Settle(ctx context.Context, client kubernetes.Interface, namespaces []strin
 			prev, lastChange = state, now
 		}
 		pending = nil
+		holding := false
 		if w.Pending != nil {
-			if pending, err = w.Pending(ctx, now); err != nil {
+			dues, err := w.Pending(ctx, now)
+			if err != nil {
 				return time.Since(start), Timeout, nil, err
 			}
+			for _, d := range dues {
+				pending = append(pending, d.String(now))
+				if !d.At.After(start.Add(w.Timeout)) {
+					holding = true
+				}
+			}
 		}
-		if now.Sub(lastChange) >= w.Quiet && len(pending) == 0 {
-			return lastChange.Sub(start), Quiet, nil, nil
+		if now.Sub(lastChange) >= w.Quiet && !holding {
+			return lastChange.Sub(start), Quiet, pending, nil
 		}
 		if now.Sub(start) >= w.Timeout {
 			return now.Sub(start), Timeout, pending, nil

@@ -191,7 +191,8 @@ func TestRunCompare(t *testing.T) {
 
 // TestRunRefusalsAndHooks: a pre-install hook Job runs and completes
 // before the release; an object the API server refuses is listed and the
-// rest still runs; run exits 1 for the refusal; the JSON says it.
+// rest still runs; run exits 1 for the refusal; a webhook nothing serves
+// is warned about; the JSON says it all.
 func TestRunRefusalsAndHooks(t *testing.T) {
 	const chart = `apiVersion: v1
 kind: Service
@@ -227,12 +228,23 @@ metadata:
   annotations: {helm.sh/hook: test}
 spec:
   containers: [{name: c, image: example/test}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: checker}
+webhooks:
+- name: check.example.com
+  clientConfig: {service: {namespace: shop, name: checker}}
+  rules: [{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [configmaps]}]
+  failurePolicy: Ignore
+  sideEffects: None
+  admissionReviewVersions: [v1]
 `
 	stdout, stderr, code := huddleSim(t, strings.NewReader(chart), "run", "-f", "-", "-n", "shop", "--timing", "fast", "--nodes", "1", "--output", "json")
 	if code != 1 {
 		t.Fatalf("run exit %d, want 1 for the refused Service\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	hook, applied := strings.Index(stderr, "hook Job migrate succeeded"), strings.Index(stderr, "Applied ")
+	hook, applied := strings.Index(stderr, "hook Job migrate succeeded"), strings.Index(stderr, "Applying the release:")
 	if hook < 0 || applied < 0 || hook > applied {
 		t.Errorf("the pre-install hook should complete before the release is applied:\n%s", stderr)
 	}
@@ -251,6 +263,9 @@ spec:
 	}
 	if !r.AllRunning {
 		t.Errorf("the Deployment (applied after the refusal) and the hook's Job should have run: %+v", r)
+	}
+	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "webhook check.example.com calls Service shop/checker, which no ready pod serves") || !strings.Contains(r.Warnings[0], "failurePolicy Ignore requests it matches pass unchecked") {
+		t.Errorf("warnings %q, want the unserved webhook", r.Warnings)
 	}
 }
 
