@@ -212,6 +212,26 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			return err
 		}
 		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk, DetachSync: o.DetachSync}
+		// Every replica records Node deletions as its cache sees them, not
+		// only the leader's controller: a Node deleted while no replica
+		// leads (the leader just died) is released by the next leader,
+		// whose VolumeAttachment watch brings the node to it, instead of
+		// left to the attach/detach controller's 6-minute wait.
+		nodes, err := mgr.GetCache().GetInformer(ctx, &corev1.Node{})
+		if err != nil {
+			return err
+		}
+		if _, err := nodes.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
+			stateUnknown := false
+			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj, stateUnknown = d.Obj, true
+			}
+			if n, ok := obj.(client.Object); ok {
+				fencer.NodeDeleted(n, stateUnknown)
+			}
+		}}); err != nil {
+			return err
+		}
 		err = ctrl.NewControllerManagedBy(mgr).Named("failover").
 			For(&corev1.Node{}, builder.WithPredicates(nodeHealthChanged)).
 			Watches(&corev1.Node{}, handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
