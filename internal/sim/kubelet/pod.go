@@ -102,14 +102,14 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 			return 0, err
 		}
 		if pod.DeletionTimestamp != nil {
-			return 0, p.remove(ctx, pod)
+			return 0, p.remove(ctx, n, pod)
 		}
 		return 0, nil
 	}
 
 	if pod.DeletionTimestamp != nil {
 		if st == nil {
-			return 0, p.remove(ctx, pod) // never admitted: nothing runs
+			return 0, p.remove(ctx, n, pod) // never admitted: nothing runs
 		}
 		if st.proc != nil {
 			return p.stopProcessPod(ctx, n, pod, st, now)
@@ -126,12 +126,12 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 			return 0, err
 		}
 		if st.stage != stageDone {
-			if err := p.writeStatus(ctx, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
+			if err := p.writeStatus(ctx, n, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
 				return 0, err
 			}
 			st.stage = stageDone
 		}
-		return 0, p.remove(ctx, pod)
+		return 0, p.remove(ctx, n, pod)
 	}
 
 	if st == nil {
@@ -142,22 +142,22 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		var rejected *rejection
 		if st, rejected = p.admit(n, key, pod, volumes, now); rejected != nil {
 			n.recorder.Event(pod, corev1.EventTypeWarning, rejected.reason, rejected.message)
-			return 0, p.writeStatus(ctx, pod, rejectedStatus(pod, rejected))
+			return 0, p.writeStatus(ctx, n, pod, rejectedStatus(pod, rejected))
 		}
-		if err := p.writeStatus(ctx, pod, creatingStatus(pod, n, now)); err != nil {
+		if err := p.writeStatus(ctx, n, pod, creatingStatus(pod, n, now)); err != nil {
 			p.mu.Lock()
 			delete(n.pods, key)
 			p.mu.Unlock()
 			return 0, err
 		}
-		if err := p.syncVolumesInUse(ctx, n); err != nil {
-			return 0, err
-		}
 	}
 
 	if st.stage == stageAdmitted {
-		if !p.allAttached(n, st) {
-			return 0, nil // the node informer requeues when volumesAttached changes
+		// The volume manager mounts an attachable volume once the node
+		// lists it attached and a node status update has reported it in
+		// use; both requeue the pod when they change.
+		if !p.volumesMounted(n, st) {
+			return 0, nil
 		}
 		if st.readyAt.IsZero() {
 			st.readyAt = now.Add(p.timing.ContainerStartDelay)
@@ -175,7 +175,7 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 			st.stage, st.started = stageRunning, now
 			return p.syncProcessPod(ctx, n, pod, st, now)
 		}
-		if err := p.writeStatus(ctx, pod, runningStatus(pod, n, now, st)); err != nil {
+		if err := p.writeStatus(ctx, n, pod, runningStatus(pod, n, now, st)); err != nil {
 			return 0, err
 		}
 		st.stage, st.started = stageRunning, now
@@ -189,7 +189,7 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 			// The node lifecycle controller marks a NotReady node's pods
 			// NotReady; once the node is back its kubelet's status manager
 			// reports them Ready again.
-			if err := p.writeStatus(ctx, pod, runningStatus(pod, n, st.started, st)); err != nil {
+			if err := p.writeStatus(ctx, n, pod, runningStatus(pod, n, st.started, st)); err != nil {
 				return 0, err
 			}
 		}
@@ -206,7 +206,7 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		if err := p.release(ctx, n, st); err != nil {
 			return 0, err
 		}
-		if err := p.writeStatus(ctx, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
+		if err := p.writeStatus(ctx, n, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
 			return 0, err
 		}
 		st.stage = stageDone
@@ -274,7 +274,7 @@ func (p *Pool) release(ctx context.Context, n *node, st *podState) error {
 	p.mu.Lock()
 	st.released = true
 	p.mu.Unlock()
-	return p.syncVolumesInUse(ctx, n)
+	return nil // its volumes leave volumesInUse at the next node status update
 }
 
 // forget drops the state of a pod that no longer exists.
@@ -294,13 +294,13 @@ func (p *Pool) forget(ctx context.Context, key string) error {
 	if st != nil && st.proc != nil {
 		st.proc.powerOff() // the pod was force-deleted: its processes go at once
 	}
-	return p.syncVolumesInUse(ctx, n)
+	return nil
 }
 
 // remove deletes the pod object once the kubelet is done with it, as the
 // kubelet's status manager does (grace period 0, UID precondition).
-func (p *Pool) remove(ctx context.Context, pod *corev1.Pod) error {
-	err := p.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+func (p *Pool) remove(ctx context.Context, n *node, pod *corev1.Pod) error {
+	err := n.client.core.Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 		GracePeriodSeconds: ptr.To(int64(0)),
 		Preconditions:      &metav1.Preconditions{UID: &pod.UID},
 	})
@@ -310,22 +310,11 @@ func (p *Pool) remove(ctx context.Context, pod *corev1.Pod) error {
 	return err
 }
 
-func (p *Pool) writeStatus(ctx context.Context, pod *corev1.Pod, status corev1.PodStatus) error {
+func (p *Pool) writeStatus(ctx context.Context, n *node, pod *corev1.Pod, status corev1.PodStatus) error {
 	updated := pod.DeepCopy()
 	updated.Status = status
-	_, err := p.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+	_, err := n.client.core.Pods(pod.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
 	return err
-}
-
-func (p *Pool) allAttached(n *node, st *podState) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, v := range st.volumes {
-		if !n.attached[v] {
-			return false
-		}
-	}
-	return true
 }
 
 // podIP gives each pod an address of its own from 100.64.0.0/10, unique

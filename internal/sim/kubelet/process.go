@@ -14,7 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
@@ -84,7 +84,7 @@ type procPod struct {
 	hostIP      string
 	allocatable corev1.ResourceList
 	cfg         *Processes
-	client      kubernetes.Interface
+	client      corev1client.CoreV1Interface
 	recorder    record.EventRecorder
 	notify      func()
 	backoff     float64 // scale of restart back-off
@@ -130,7 +130,7 @@ func newProcPod(p *Pool, n *node, pod *corev1.Pod, ip string) *procPod {
 			corev1.ResourceCPU: n.spec.Allocatable[corev1.ResourceCPU], corev1.ResourceMemory: n.spec.Allocatable[corev1.ResourceMemory],
 		},
 		cfg:      p.procs,
-		client:   p.client,
+		client:   n.client.core,
 		recorder: n.recorder,
 		backoff:  p.timing.GraceScale,
 		gid:      podGroup(pod),
