@@ -281,9 +281,13 @@ func (p *Pool) onNode(obj any) {
 	poweredOn := n.powered && !wasPowered
 	var off []*procPod
 	if wasPowered && !n.powered {
+		now := time.Now()
 		for _, st := range n.pods {
-			if st.proc != nil {
+			switch {
+			case st.proc != nil:
 				off = append(off, st.proc)
+			case st.stage == stageRunning && st.lostAt.IsZero():
+				st.lostAt = now // its containers die with the instance
 			}
 		}
 	}
