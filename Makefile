@@ -38,6 +38,12 @@ bench: sim-build ## Run the benchmarks: placement, webhook, and pod start latenc
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./internal/placement/ ./internal/webhook/
 	$(GO) test -run '^$$' -bench . -benchtime 5s -count 3 ./test/bench/
 
+LEASE_NODES ?= 1000
+
+.PHONY: bench-leases
+bench-leases: sim-build ## Check node leases of 1,000 simulated nodes all renew on time (~5 min; LEASE_NODES=N)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/scale/leases/ -args -nodes $(LEASE_NODES)
+
 .PHONY: bench-scale
 bench-scale: sim-build ## Run the scale benchmark: 2,000 nodes, 20,000 pods (~20 min)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 90m ./test/scale/
