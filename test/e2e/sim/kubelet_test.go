@@ -229,7 +229,9 @@ func TestKubeletAdmissionRechecks(t *testing.T) {
 		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}
 	}
 	dongles := func(n string) func(*corev1.Pod) {
-		return func(p *corev1.Pod) { p.Spec.Containers[0].Resources.Requests["example.com/dongle"] = resource.MustParse(n) }
+		return func(p *corev1.Pod) {
+			p.Spec.Containers[0].Resources.Requests["example.com/dongle"] = resource.MustParse(n)
+		}
 	}
 	env.Create(bound("port-a", first, hostPort), bound("dongle-a", first, dongles("1")))
 	running(env, "port-a", first)
@@ -267,7 +269,9 @@ func TestKubeletAdmissionRechecks(t *testing.T) {
 	// does not advertise (the kubelet drops such requests), is admitted.
 	env.Create(bound("tolerant", tainted, func(p *corev1.Pod) {
 		p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "db", Effect: corev1.TaintEffectNoExecute})
-	}), bound("gadget", first, func(p *corev1.Pod) { p.Spec.Containers[0].Resources.Requests["example.com/gadget"] = resource.MustParse("1") }))
+	}), bound("gadget", first, func(p *corev1.Pod) {
+		p.Spec.Containers[0].Resources.Requests["example.com/gadget"] = resource.MustParse("1")
+	}))
 	running(env, "tolerant", tainted)
 	running(env, "gadget", first)
 }
