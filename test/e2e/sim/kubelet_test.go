@@ -250,17 +250,34 @@ func TestKubeletAdmissionRechecks(t *testing.T) {
 		{bound("dongle-b", first, dongles("1")),
 			"OutOfexample.com/dongle", "Pod was rejected: Node didn't have enough resource: example.com/dongle, requested: 1, used: 1, capacity: 1"},
 	} {
+		// Watched, not polled: the taint manager deletes a pod that does
+		// not tolerate a NoExecute taint, possibly right after the kubelet
+		// rejected it.
+		w, err := env.Client.CoreV1().Pods(env.Namespace).Watch(env.Ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + tc.pod.Name})
+		if err != nil {
+			t.Fatal(err)
+		}
 		env.Create(tc.pod)
-		env.Eventually(tc.pod.Name+" rejected", 20*time.Second, func() error {
-			p, err := env.Client.CoreV1().Pods(env.Namespace).Get(env.Ctx, tc.pod.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
+		var seen corev1.PodStatus
+		timeout := time.After(20 * time.Second)
+	wait:
+		for {
+			select {
+			case ev := <-w.ResultChan():
+				if p, ok := ev.Object.(*corev1.Pod); ok {
+					seen = p.Status
+					if seen.Phase == corev1.PodFailed {
+						break wait
+					}
+				}
+			case <-timeout:
+				break wait
 			}
-			if p.Status.Phase != corev1.PodFailed || p.Status.Reason != tc.reason || p.Status.Message != tc.message {
-				return fmt.Errorf("phase=%s reason=%q message=%q", p.Status.Phase, p.Status.Reason, p.Status.Message)
-			}
-			return nil
-		})
+		}
+		w.Stop()
+		if seen.Phase != corev1.PodFailed || seen.Reason != tc.reason || seen.Message != tc.message {
+			t.Fatalf("%s: phase=%s reason=%q message=%q; want Failed, %s: %q", tc.pod.Name, seen.Phase, seen.Reason, seen.Message, tc.reason, tc.message)
+		}
 		if len(env.Events(tc.pod.Name, tc.reason)) == 0 {
 			t.Errorf("no %s event for %s", tc.reason, tc.pod.Name)
 		}
