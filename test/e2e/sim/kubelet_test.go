@@ -229,9 +229,7 @@ func TestKubeletAdmissionRechecks(t *testing.T) {
 		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}
 	}
 	dongles := func(n string) func(*corev1.Pod) {
-		return func(p *corev1.Pod) {
-			p.Spec.Containers[0].Resources.Requests["example.com/dongle"] = resource.MustParse(n)
-		}
+		return func(p *corev1.Pod) { extended(p, "example.com/dongle", n) }
 	}
 	env.Create(bound("port-a", first, hostPort), bound("dongle-a", first, dongles("1")))
 	running(env, "port-a", first)
@@ -287,8 +285,19 @@ func TestKubeletAdmissionRechecks(t *testing.T) {
 	env.Create(bound("tolerant", tainted, func(p *corev1.Pod) {
 		p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "db", Effect: corev1.TaintEffectNoExecute})
 	}), bound("gadget", first, func(p *corev1.Pod) {
-		p.Spec.Containers[0].Resources.Requests["example.com/gadget"] = resource.MustParse("1")
+		extended(p, "example.com/gadget", "1")
 	}))
 	running(env, "tolerant", tainted)
 	running(env, "gadget", first)
+}
+
+// extended makes the pod's container ask for an extended resource, whose
+// limit the API server wants equal to the request.
+func extended(p *corev1.Pod, name corev1.ResourceName, n string) {
+	c := &p.Spec.Containers[0]
+	c.Resources.Requests[name] = resource.MustParse(n)
+	if c.Resources.Limits == nil {
+		c.Resources.Limits = corev1.ResourceList{}
+	}
+	c.Resources.Limits[name] = resource.MustParse(n)
 }
