@@ -45,6 +45,12 @@ bench: sim-build ## Run the benchmarks: placement, webhook, pod start latency, r
 bench-throughput: sim-build ## Run the throughput benchmark big: stock vs huddle vs the podAffinity workaround, 1,000 nodes, 5,000 pods per arm
 	$(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 120m ./test/bench/ -args -tp-nodes 1000 -tp-pods 5000 -tp-rate 100
 
+LEASE_NODES ?= 1000
+
+.PHONY: bench-leases
+bench-leases: sim-build ## Check node leases of 1,000 simulated nodes all renew on time (~5 min; LEASE_NODES=N)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/scale/leases/ -args -nodes $(LEASE_NODES)
+
 .PHONY: bench-scale
 bench-scale: sim-build ## Run the scale benchmark: 2,000 nodes, 20,000 pods (~20 min)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 90m ./test/scale/

@@ -186,7 +186,22 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if c.Client, err = kubernetes.NewForConfig(cp.Admin); err != nil {
 		return nil, err
 	}
+	// Every simulated component has a client (and rate limiter) of its
+	// own, as the real processes do; the kubelets have one per node.
 	simClient, err := kubernetes.NewForConfig(cp.Simulator)
+	if err != nil {
+		return nil, err
+	}
+	componentClient := func() (*kubernetes.Clientset, error) { return kubernetes.NewForConfig(cp.Simulator) }
+	attacherClient, err := componentClient()
+	if err != nil {
+		return nil, err
+	}
+	provisionerClient, err := componentClient()
+	if err != nil {
+		return nil, err
+	}
+	cloudClient, err := componentClient()
 	if err != nil {
 		return nil, err
 	}
@@ -204,17 +219,19 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	fmt.Fprintf(progress, "  simulated EBS times: attach %s, detach %s, provisioning %s; seed %d\n",
 		opts.Timing.AttachLatency, opts.Timing.DetachLatency, opts.Timing.ProvisionLatency, c.Seed)
 	c.Cloud = ebs.NewCloud(opts.Timing, c.Seed)
-	c.Kubelets = kubelet.New(simClient, factory, opts.Timing, broadcaster)
+	if c.Kubelets, err = kubelet.New(cp.Simulator, factory, opts.Timing, broadcaster); err != nil {
+		return nil, err
+	}
 	if huddleBin != "" {
 		c.Kubelets.RunProcesses(&kubelet.Processes{
 			Images:  map[string]kubelet.Image{version.Image: {Binary: huddleBin, Entrypoint: "/huddle"}},
 			Network: network, Server: cp.URL, CA: cp.CA, Dir: filepath.Join(dir, "pods"),
 		})
 	}
-	attacher := ebs.NewAttacher(simClient, c.Cloud, factory)
-	provisioner := ebs.NewProvisioner(simClient, c.Cloud, factory,
+	attacher := ebs.NewAttacher(attacherClient, c.Cloud, factory)
+	provisioner := ebs.NewProvisioner(provisionerClient, c.Cloud, factory,
 		broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ebs.csi.aws.com_ebs-csi-controller"}))
-	instances, err := cloud.NewInstances(simClient, c.Cloud, factory, opts.Timing.CloudNodeMonitorPeriod)
+	instances, err := cloud.NewInstances(cloudClient, c.Cloud, factory, opts.Timing.CloudNodeMonitorPeriod)
 	if err != nil {
 		return nil, err
 	}

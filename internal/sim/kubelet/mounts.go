@@ -140,7 +140,7 @@ func mountsOf(c *corev1.Container, dirs map[string]string) mountTable {
 }
 
 func (pp *procPod) secretFiles(ctx context.Context, name string, items []corev1.KeyToPath, optional bool) (map[string][]byte, error) {
-	s, err := pp.client.CoreV1().Secrets(pp.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	s, err := pp.client.Secrets(pp.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && optional {
 		return nil, nil
 	}
@@ -151,7 +151,7 @@ func (pp *procPod) secretFiles(ctx context.Context, name string, items []corev1.
 }
 
 func (pp *procPod) configMapFiles(ctx context.Context, name string, items []corev1.KeyToPath, optional bool) (map[string][]byte, error) {
-	cm, err := pp.client.CoreV1().ConfigMaps(pp.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	cm, err := pp.client.ConfigMaps(pp.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) && optional {
 		return nil, nil
 	}
@@ -249,7 +249,7 @@ func (pp *procPod) token(ctx context.Context, src *corev1.ServiceAccountTokenPro
 	if sa == "" {
 		sa = "default"
 	}
-	tr, err := pp.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	tr, err := pp.client.ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("token of service account %s: %w", sa, err)
 	}

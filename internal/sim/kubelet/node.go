@@ -4,10 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"slices"
-	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/huddle-io/huddle/internal/instancetype"
@@ -213,14 +209,14 @@ func conditions(now metav1.Time) []corev1.NodeCondition {
 func (p *Pool) register(ctx context.Context, n *node) error {
 	now := metav1.Now()
 	obj := nodeObject(n.spec, now, n.ip)
-	_, err := p.client.CoreV1().Nodes().Create(ctx, obj, metav1.CreateOptions{})
+	_, err := n.client.core.Nodes().Create(ctx, obj, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		err = p.reportReady(ctx, n)
+		err = p.syncNodeStatus(ctx, n, true)
 	}
 	if err != nil {
 		return fmt.Errorf("register node %s: %w", n.spec.Name, err)
 	}
-	created, err := p.client.CoreV1().Nodes().Get(ctx, n.spec.Name, metav1.GetOptions{})
+	created, err := n.client.core.Nodes().Get(ctx, n.spec.Name, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
@@ -234,7 +230,7 @@ func (p *Pool) register(ctx context.Context, n *node) error {
 			Allocatable:  &storagev1.VolumeNodeResources{Count: ptr.To(n.spec.AttachLimit)},
 		}}},
 	}
-	if _, err := p.client.StorageV1().CSINodes().Create(ctx, csiNode, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := n.client.storage.CSINodes().Create(ctx, csiNode, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("register CSINode %s: %w", n.spec.Name, err)
 	}
 	lease := &coordinationv1.Lease{
@@ -245,9 +241,9 @@ func (p *Pool) register(ctx context.Context, n *node) error {
 			RenewTime:            &metav1.MicroTime{Time: now.Time},
 		},
 	}
-	l, err := p.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Create(ctx, lease, metav1.CreateOptions{})
+	l, err := n.client.leases.Leases(corev1.NamespaceNodeLease).Create(ctx, lease, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		l, err = p.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, n.spec.Name, metav1.GetOptions{})
+		l, err = n.client.leases.Leases(corev1.NamespaceNodeLease).Get(ctx, n.spec.Name, metav1.GetOptions{})
 	}
 	if err != nil {
 		return fmt.Errorf("register lease %s: %w", n.spec.Name, err)
@@ -256,113 +252,6 @@ func (p *Pool) register(ctx context.Context, n *node) error {
 	n.lease = l
 	p.mu.Unlock()
 	return nil
-}
-
-// reportReady writes the node's conditions with a fresh heartbeat, as the
-// kubelet's periodic status update does.
-func (p *Pool) reportReady(ctx context.Context, n *node) error {
-	patch := map[string]any{"status": map[string]any{"conditions": conditions(metav1.Now())}}
-	b, err := json.Marshal(patch)
-	if err != nil {
-		return err
-	}
-	_, err = p.client.CoreV1().Nodes().Patch(ctx, n.spec.Name, types.StrategicMergePatchType, b, metav1.PatchOptions{}, "status")
-	return err
-}
-
-// renewLease is the kubelet's node heartbeat.
-func (p *Pool) renewLease(ctx context.Context, n *node) error {
-	p.mu.Lock()
-	lease := n.lease.DeepCopy()
-	p.mu.Unlock()
-	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
-	lease.Spec.HolderIdentity = ptr.To(n.spec.Name)
-	updated, err := p.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Update(ctx, lease, metav1.UpdateOptions{})
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-		fresh, gerr := p.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, n.spec.Name, metav1.GetOptions{})
-		if gerr != nil {
-			return err
-		}
-		p.mu.Lock()
-		n.lease = fresh
-		p.mu.Unlock()
-		return err
-	}
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	n.lease = updated
-	p.mu.Unlock()
-	return nil
-}
-
-// syncVolumesInUse writes the node's status.volumesInUse when it differs
-// from what the pods on the node use.
-func (p *Pool) syncVolumesInUse(ctx context.Context, n *node) error {
-	p.mu.Lock()
-	want := n.volumesInUse()
-	same := slices.Equal(want, n.reportedInUse)
-	p.mu.Unlock()
-	if same {
-		return nil
-	}
-	names := make([]corev1.UniqueVolumeName, len(want))
-	for i, v := range want {
-		names[i] = corev1.UniqueVolumeName(v)
-	}
-	b, err := json.Marshal(map[string]any{"status": map[string]any{"volumesInUse": names}})
-	if err != nil {
-		return err
-	}
-	if _, err := p.client.CoreV1().Nodes().Patch(ctx, n.spec.Name, types.MergePatchType, b, metav1.PatchOptions{}, "status"); err != nil {
-		return err
-	}
-	p.mu.Lock()
-	n.reportedInUse = want
-	p.mu.Unlock()
-	return nil
-}
-
-// heartbeats renews the lease of every powered node each interval and
-// rewrites node status every NodeStatusInterval.
-func (p *Pool) heartbeats(ctx context.Context) {
-	lease := time.NewTicker(p.timing.LeaseRenewInterval)
-	defer lease.Stop()
-	status := time.NewTicker(p.timing.NodeStatusInterval)
-	defer status.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-lease.C:
-			for _, n := range p.poweredNodes() {
-				if err := p.renewLease(ctx, n); err != nil && ctx.Err() == nil {
-					p.logger.V(2).Info("Lease renewal failed", "node", n.spec.Name, "err", err)
-				}
-			}
-		case <-status.C:
-			for _, n := range p.poweredNodes() {
-				if err := p.reportReady(ctx, n); err != nil && ctx.Err() == nil {
-					p.logger.V(2).Info("Node status update failed", "node", n.spec.Name, "err", err)
-				}
-			}
-		}
-	}
-}
-
-// poweredNodes are the registered nodes that are powered on; a node still
-// registering (no lease yet) is left to register.
-func (p *Pool) poweredNodes() []*node {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]*node, 0, len(p.nodes))
-	for _, n := range p.nodes {
-		if n.powered && n.lease != nil {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 // poweredFromAnnotations reads the power state a user asked for.

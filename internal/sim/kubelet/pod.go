@@ -46,6 +46,7 @@ const (
 type podState struct {
 	uid      types.UID
 	requests corev1.ResourceList
+	ports    []corev1.ContainerPort // host ports it takes
 	// volumes are the unique names of the pod's attachable volumes, as the
 	// attach/detach controller names them in status.volumesAttached.
 	volumes []string
@@ -55,6 +56,13 @@ type podState struct {
 	readyAt  time.Time // containers start at this time, once volumes are attached
 	started  time.Time
 	stopAt   time.Time // a deleted pod's containers have exited at this time
+	// killed: they outlast the grace period and the kubelet kills them.
+	killed bool
+	// lostAt is when the node lost power under the running containers;
+	// restarts and lastTerm are what their restarts left.
+	lostAt   time.Time
+	restarts int32
+	lastTerm *corev1.ContainerStateTerminated
 	ip       string
 	// proc runs the pod's containers as processes (nil: simulated);
 	// written is the proc status version last written.
@@ -102,20 +110,27 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 			return 0, err
 		}
 		if pod.DeletionTimestamp != nil {
-			return 0, p.remove(ctx, pod)
+			return 0, p.remove(ctx, n, pod)
 		}
 		return 0, nil
 	}
 
 	if pod.DeletionTimestamp != nil {
 		if st == nil {
-			return 0, p.remove(ctx, pod) // never admitted: nothing runs
+			return 0, p.remove(ctx, n, pod) // never admitted: nothing runs
 		}
 		if st.proc != nil {
 			return p.stopProcessPod(ctx, n, pod, st, now)
 		}
+		// SIGTERM, then SIGKILL when the (scaled) grace period runs out:
+		// the containers exit 143 if they stop in time, 137 if killed; the
+		// containers of a node that lost power are gone already.
 		if st.stopAt.IsZero() {
-			st.stopAt = now.Add(min(p.stopDuration(pod), p.timing.Grace(gracePeriod(pod))))
+			stop, grace := p.stopDuration(pod), p.timing.Grace(gracePeriod(pod))
+			st.stopAt, st.killed = now.Add(min(stop, grace)), stop > grace
+			if !st.lostAt.IsZero() {
+				st.stopAt = now
+			}
 		}
 		if wait := st.stopAt.Sub(now); wait > 0 {
 			return wait, nil
@@ -125,13 +140,21 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		if err := p.release(ctx, n, st); err != nil {
 			return 0, err
 		}
-		if st.stage != stageDone {
-			if err := p.writeStatus(ctx, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
+		if st.stage == stageRunning {
+			end := exitSIGTERM
+			switch {
+			case !st.lostAt.IsZero():
+				end, now = exitLost, st.lostAt
+			case st.killed:
+				end = exitSIGKILL
+			}
+			if err := p.writeStatus(ctx, n, pod, terminatedStatus(pod, now, st, end)); err != nil {
 				return 0, err
 			}
 			st.stage = stageDone
 		}
-		return 0, p.remove(ctx, pod)
+		// Containers that never started stay ContainerCreating to the end.
+		return 0, p.remove(ctx, n, pod)
 	}
 
 	if st == nil {
@@ -142,22 +165,22 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		var rejected *rejection
 		if st, rejected = p.admit(n, key, pod, volumes, now); rejected != nil {
 			n.recorder.Event(pod, corev1.EventTypeWarning, rejected.reason, rejected.message)
-			return 0, p.writeStatus(ctx, pod, rejectedStatus(pod, rejected))
+			return 0, p.writeStatus(ctx, n, pod, rejectedStatus(pod, rejected))
 		}
-		if err := p.writeStatus(ctx, pod, creatingStatus(pod, n, now)); err != nil {
+		if err := p.writeStatus(ctx, n, pod, creatingStatus(pod, n, now)); err != nil {
 			p.mu.Lock()
 			delete(n.pods, key)
 			p.mu.Unlock()
 			return 0, err
 		}
-		if err := p.syncVolumesInUse(ctx, n); err != nil {
-			return 0, err
-		}
 	}
 
 	if st.stage == stageAdmitted {
-		if !p.allAttached(n, st) {
-			return 0, nil // the node informer requeues when volumesAttached changes
+		// The volume manager mounts an attachable volume once the node
+		// lists it attached and a node status update has reported it in
+		// use; both requeue the pod when they change.
+		if !p.volumesMounted(n, st) {
+			return 0, nil
 		}
 		if st.readyAt.IsZero() {
 			st.readyAt = now.Add(p.timing.ContainerStartDelay)
@@ -175,7 +198,7 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 			st.stage, st.started = stageRunning, now
 			return p.syncProcessPod(ctx, n, pod, st, now)
 		}
-		if err := p.writeStatus(ctx, pod, runningStatus(pod, n, now, st)); err != nil {
+		if err := p.writeStatus(ctx, n, pod, runningStatus(pod, n, now, st)); err != nil {
 			return 0, err
 		}
 		st.stage, st.started = stageRunning, now
@@ -184,12 +207,15 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 	if st.stage == stageRunning && st.proc != nil {
 		return p.syncProcessPod(ctx, n, pod, st, now)
 	}
+	if st.stage == stageRunning && !st.lostAt.IsZero() {
+		return p.restartLost(ctx, n, pod, st, now)
+	}
 	if st.stage == stageRunning {
 		if !readyCondition(pod) {
 			// The node lifecycle controller marks a NotReady node's pods
 			// NotReady; once the node is back its kubelet's status manager
 			// reports them Ready again.
-			if err := p.writeStatus(ctx, pod, runningStatus(pod, n, st.started, st)); err != nil {
+			if err := p.writeStatus(ctx, n, pod, runningStatus(pod, n, st.started, st)); err != nil {
 				return 0, err
 			}
 		}
@@ -206,7 +232,7 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		if err := p.release(ctx, n, st); err != nil {
 			return 0, err
 		}
-		if err := p.writeStatus(ctx, pod, terminatedStatus(pod, now, st, "Completed")); err != nil {
+		if err := p.writeStatus(ctx, n, pod, terminatedStatus(pod, now, st, exitCompleted)); err != nil {
 			return 0, err
 		}
 		st.stage = stageDone
@@ -215,49 +241,78 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 	return 0, nil
 }
 
+// restartLost handles a running pod whose node lost power: its containers
+// died with the instance. containerd, restarting, finds a container that
+// was running without its task and records it exited 255, reason Unknown
+// (containerd internal/cri/server/restart.go, loadContainer); the kubelet
+// then creates a new sandbox ("SandboxChanged") and starts the containers
+// again, restart count up, Ready only once they run, unless the restart
+// policy is Never, when the pod fails (kubernetes pkg/kubelet/kuberuntime
+// computePodActions; pkg/kubelet/kubelet_pods.go getPhase).
+func (p *Pool) restartLost(ctx context.Context, n *node, pod *corev1.Pod, st *podState, now time.Time) (time.Duration, error) {
+	lost := &corev1.ContainerStateTerminated{
+		ExitCode: exitLost.code, Reason: exitLost.reason,
+		StartedAt: metav1.NewTime(st.started), FinishedAt: metav1.NewTime(st.lostAt),
+	}
+	if pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+		if err := p.release(ctx, n, st); err != nil {
+			return 0, err
+		}
+		if err := p.writeStatus(ctx, n, pod, terminatedStatus(pod, st.lostAt, st, exitLost)); err != nil {
+			return 0, err
+		}
+		st.stage = stageDone
+		return 0, nil
+	}
+	n.recorder.Event(pod, corev1.EventTypeNormal, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
+	status := restartingStatus(pod, n, now, st, lost)
+	if err := p.writeStatus(ctx, n, pod, status); err != nil {
+		return 0, err
+	}
+	st.lastTerm, st.lostAt = lost, time.Time{}
+	st.stage, st.readyAt = stageAdmitted, now.Add(p.timing.ContainerStartDelay)
+	st.restarts++
+	return p.timing.ContainerStartDelay, nil
+}
+
 // rejection is a kubelet admission failure.
 type rejection struct{ reason, message string }
 
-// admit runs the kubelet's resource admission for pod on n and, if it
-// fits, records it as running there.
+// admit runs the kubelet's admission for pod on n (see admission) and,
+// if it passes, records the pod as running there.
 func (p *Pool) admit(n *node, key string, pod *corev1.Pod, volumes []string, now time.Time) (*podState, *rejection) {
 	requests := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	// The kubelet admits against the Node from its informer: labels and
+	// taints as they are now, and the extended resources it advertises.
+	nodeObj, err := p.nodeLister.Get(n.spec.Name)
+	if err != nil {
+		nodeObj = nodeObject(n.spec, metav1.NewTime(now), n.ip)
+	}
+	allocatable := n.spec.Allocatable.DeepCopy()
+	for r, q := range nodeObj.Status.Allocatable {
+		if _, ok := allocatable[r]; !ok && isExtendedResource(r) {
+			allocatable[r] = q
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	used := corev1.ResourceList{}
-	count := int64(0)
+	used := nodeUsage{requested: corev1.ResourceList{}}
 	for _, other := range n.pods {
 		if other.released {
 			continue
 		}
-		count++
+		used.pods++
+		used.ports = append(used.ports, other.ports...)
 		for r, q := range other.requests {
-			sum := used[r]
+			sum := used.requested[r]
 			sum.Add(q)
-			used[r] = sum
+			used.requested[r] = sum
 		}
 	}
-	// The kubelet's admission checks allocatable, and its message calls
-	// that capacity.
-	alloc := n.spec.Allocatable
-	if maxPods := alloc.Pods().Value(); count+1 > maxPods {
-		msg := fmt.Sprintf("Node didn't have enough resource: pods, requested: 1, used: %d, capacity: %d", count, maxPods)
-		return nil, &rejection{"OutOfpods", msg}
+	if r := admission(pod, nodeObj, allocatable, requests, used); r != nil {
+		return nil, r
 	}
-	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-		req, u, capacity := requests[r], used[r], alloc[r]
-		var reqV, usedV, capV int64
-		if r == corev1.ResourceCPU {
-			reqV, usedV, capV = req.MilliValue(), u.MilliValue(), capacity.MilliValue()
-		} else {
-			reqV, usedV, capV = req.Value(), u.Value(), capacity.Value()
-		}
-		if reqV > 0 && reqV+usedV > capV {
-			msg := fmt.Sprintf("Node didn't have enough resource: %s, requested: %d, used: %d, capacity: %d", r, reqV, usedV, capV)
-			return nil, &rejection{"OutOf" + string(r), msg}
-		}
-	}
-	st := &podState{uid: pod.UID, requests: requests, volumes: volumes}
+	st := &podState{uid: pod.UID, requests: requests, volumes: volumes, ports: hostPorts(pod)}
 	n.pods[key] = st
 	return st, nil
 }
@@ -274,7 +329,7 @@ func (p *Pool) release(ctx context.Context, n *node, st *podState) error {
 	p.mu.Lock()
 	st.released = true
 	p.mu.Unlock()
-	return p.syncVolumesInUse(ctx, n)
+	return nil // its volumes leave volumesInUse at the next node status update
 }
 
 // forget drops the state of a pod that no longer exists.
@@ -294,13 +349,13 @@ func (p *Pool) forget(ctx context.Context, key string) error {
 	if st != nil && st.proc != nil {
 		st.proc.powerOff() // the pod was force-deleted: its processes go at once
 	}
-	return p.syncVolumesInUse(ctx, n)
+	return nil
 }
 
 // remove deletes the pod object once the kubelet is done with it, as the
 // kubelet's status manager does (grace period 0, UID precondition).
-func (p *Pool) remove(ctx context.Context, pod *corev1.Pod) error {
-	err := p.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+func (p *Pool) remove(ctx context.Context, n *node, pod *corev1.Pod) error {
+	err := n.client.core.Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
 		GracePeriodSeconds: ptr.To(int64(0)),
 		Preconditions:      &metav1.Preconditions{UID: &pod.UID},
 	})
@@ -310,22 +365,11 @@ func (p *Pool) remove(ctx context.Context, pod *corev1.Pod) error {
 	return err
 }
 
-func (p *Pool) writeStatus(ctx context.Context, pod *corev1.Pod, status corev1.PodStatus) error {
+func (p *Pool) writeStatus(ctx context.Context, n *node, pod *corev1.Pod, status corev1.PodStatus) error {
 	updated := pod.DeepCopy()
 	updated.Status = status
-	_, err := p.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+	_, err := n.client.core.Pods(pod.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
 	return err
-}
-
-func (p *Pool) allAttached(n *node, st *podState) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, v := range st.volumes {
-		if !n.attached[v] {
-			return false
-		}
-	}
-	return true
 }
 
 // podIP gives each pod an address of its own from 100.64.0.0/10, unique

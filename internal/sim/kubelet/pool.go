@@ -12,9 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	storagelisters "k8s.io/client-go/listers/storage/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -25,12 +25,13 @@ import (
 
 // Pool plays the kubelets of many nodes.
 type Pool struct {
-	client      kubernetes.Interface
+	transports  *transports
 	timing      timing.Profile
 	broadcaster record.EventBroadcaster
 	logger      klog.Logger
 
 	pods       corelisters.PodLister
+	nodeLister corelisters.NodeLister
 	claims     corelisters.PersistentVolumeClaimLister
 	volumes    corelisters.PersistentVolumeLister
 	csiDrivers storagelisters.CSIDriverLister
@@ -43,13 +44,19 @@ type Pool struct {
 	nodes  map[string]*node
 	nextIP int
 	podIPs int
+	// runCtx is Run's context once it runs: nodes added from then on
+	// start their heartbeats at once.
+	runCtx context.Context
 }
 
 // node is one simulated node's kubelet state.
 type node struct {
 	spec    NodeSpec
 	ip      string
+	client  nodeClients
 	powered bool
+	// beating: the node's heartbeat loops run.
+	beating bool
 	// terminated: the instance was terminated; it never powers on again.
 	terminated bool
 	lease      *coordinationv1.Lease
@@ -58,8 +65,10 @@ type node struct {
 	attached map[string]bool
 	// pods are the pods this kubelet admitted, by key.
 	pods map[string]*podState
-	// reportedInUse is the last status.volumesInUse written, sorted.
+	// reportedInUse is the last status.volumesInUse written, sorted;
+	// lastReport when node status was last written.
 	reportedInUse []string
+	lastReport    time.Time
 }
 
 // volumesInUse lists, sorted, the attachable volumes of pods that hold
@@ -82,15 +91,22 @@ func (n *node) volumesInUse() []string {
 	return out
 }
 
-// New wires a pool to factory's informers. Register nodes with AddNode and
-// start it with Run after the factory has started.
-func New(client kubernetes.Interface, factory informers.SharedInformerFactory, profile timing.Profile, broadcaster record.EventBroadcaster) *Pool {
+// New wires a pool to factory's informers. Each node's kubelet talks to
+// the API server as cfg's identity with clients of its own (see
+// nodeClients). Register nodes with AddNode and start it with Run after the
+// factory has started.
+func New(cfg *rest.Config, factory informers.SharedInformerFactory, profile timing.Profile, broadcaster record.EventBroadcaster) (*Pool, error) {
+	t, err := newTransports(cfg, min(profile.NodeStatusUpdateFrequency, profile.NodeLeaseDuration))
+	if err != nil {
+		return nil, err
+	}
 	p := &Pool{
-		client:      client,
+		transports:  t,
 		timing:      profile,
 		broadcaster: broadcaster,
 		logger:      klog.Background().WithName("sim-kubelet"),
 		pods:        factory.Core().V1().Pods().Lister(),
+		nodeLister:  factory.Core().V1().Nodes().Lister(),
 		claims:      factory.Core().V1().PersistentVolumeClaims().Lister(),
 		volumes:     factory.Core().V1().PersistentVolumes().Lister(),
 		csiDrivers:  factory.Storage().V1().CSIDrivers().Lister(),
@@ -111,12 +127,16 @@ func New(client kubernetes.Interface, factory informers.SharedInformerFactory, p
 	factory.Core().V1().PersistentVolumeClaims().Informer()
 	factory.Core().V1().PersistentVolumes().Informer()
 	factory.Storage().V1().CSIDrivers().Informer()
-	return p
+	return p, nil
 }
 
 // AddNode registers a node and starts playing its kubelet.
 func (p *Pool) AddNode(ctx context.Context, spec NodeSpec) error {
 	if err := spec.resolve(); err != nil {
+		return err
+	}
+	clients, err := p.transports.clients()
+	if err != nil {
 		return err
 	}
 	p.mu.Lock()
@@ -128,6 +148,7 @@ func (p *Pool) AddNode(ctx context.Context, spec NodeSpec) error {
 	n := &node{
 		spec:     spec,
 		ip:       fmt.Sprintf("10.0.%d.%d", 1+p.nextIP/250, 1+p.nextIP%250),
+		client:   clients,
 		powered:  poweredFromAnnotations(spec.Annotations),
 		attached: map[string]bool{},
 		pods:     map[string]*podState{},
@@ -135,7 +156,18 @@ func (p *Pool) AddNode(ctx context.Context, spec NodeSpec) error {
 	}
 	p.nodes[spec.Name] = n
 	p.mu.Unlock()
-	return p.register(ctx, n)
+	if err := p.register(ctx, n); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	runCtx := p.runCtx
+	start := runCtx != nil && !n.beating
+	n.beating = n.beating || start
+	p.mu.Unlock()
+	if start {
+		go p.heartbeat(runCtx, n)
+	}
+	return nil
 }
 
 // Nodes lists the names of the simulated nodes, sorted.
@@ -167,7 +199,20 @@ func (p *Pool) Run(ctx context.Context, workers int) {
 	for range workers {
 		running.Go(func() { wait.UntilWithContext(ctx, p.worker, time.Second) })
 	}
-	go p.heartbeats(ctx)
+	// Every registered node's heartbeats; AddNode starts later nodes'.
+	p.mu.Lock()
+	p.runCtx = ctx
+	var registered []*node
+	for _, n := range p.nodes {
+		if n.lease != nil && !n.beating {
+			n.beating = true
+			registered = append(registered, n)
+		}
+	}
+	p.mu.Unlock()
+	for _, n := range registered {
+		go p.heartbeat(ctx, n)
+	}
 	<-ctx.Done()
 	// A worker in the middle of a sync may still start a process: only
 	// once every worker has returned are all of them known, and stopped.
@@ -241,9 +286,13 @@ func (p *Pool) onNode(obj any) {
 	poweredOn := n.powered && !wasPowered
 	var off []*procPod
 	if wasPowered && !n.powered {
+		now := time.Now()
 		for _, st := range n.pods {
-			if st.proc != nil {
+			switch {
+			case st.proc != nil:
 				off = append(off, st.proc)
+			case st.stage == stageRunning && st.lostAt.IsZero():
+				st.lostAt = now // its containers die with the instance
 			}
 		}
 	}
@@ -265,7 +314,7 @@ func (p *Pool) onNode(obj any) {
 		// including those scheduled or deleted while it was down.
 		go func() {
 			ctx := context.Background()
-			if err := p.reportReady(ctx, n); err != nil {
+			if err := p.syncNodeStatus(ctx, n, true); err != nil {
 				p.logger.Info("Node status update after power-on failed", "node", n.spec.Name, "err", err)
 			}
 			_ = p.renewLease(ctx, n)

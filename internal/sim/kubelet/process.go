@@ -14,7 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
@@ -84,7 +84,7 @@ type procPod struct {
 	hostIP      string
 	allocatable corev1.ResourceList
 	cfg         *Processes
-	client      kubernetes.Interface
+	client      corev1client.CoreV1Interface
 	recorder    record.EventRecorder
 	notify      func()
 	backoff     float64 // scale of restart back-off
@@ -130,7 +130,7 @@ func newProcPod(p *Pool, n *node, pod *corev1.Pod, ip string) *procPod {
 			corev1.ResourceCPU: n.spec.Allocatable[corev1.ResourceCPU], corev1.ResourceMemory: n.spec.Allocatable[corev1.ResourceMemory],
 		},
 		cfg:      p.procs,
-		client:   p.client,
+		client:   n.client.core,
 		recorder: n.recorder,
 		backoff:  p.timing.GraceScale,
 		gid:      podGroup(pod),
@@ -206,6 +206,14 @@ func (pp *procPod) sync(ctx context.Context) time.Duration {
 	var next time.Duration
 	now := time.Now()
 	for _, c := range pp.containers {
+		if c.image == nil && !c.running && c.term != nil {
+			// A simulated container that died with the node starts again
+			// with the sandbox.
+			c.last, c.term = c.term, nil
+			c.restarts++
+			c.running, c.ready, c.started, c.startedAt = true, true, true, now
+			pp.version++
+		}
 		if c.image == nil || c.running {
 			continue
 		}
@@ -419,7 +427,9 @@ func (pp *procPod) preStop(spec *corev1.Container, h *corev1.LifecycleHandler, d
 func (pp *procPod) powerOff() {
 	pp.mu.Lock()
 	var exits []chan struct{}
+	lost := map[*container]bool{}
 	for _, c := range pp.containers {
+		lost[c] = c.running
 		if c.running && c.cmd != nil {
 			exits = append(exits, c.done)
 			kill(c.cmd, c.done, syscall.SIGKILL)
@@ -431,10 +441,25 @@ func (pp *procPod) powerOff() {
 	}
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
+	now := metav1.Now()
 	for _, c := range pp.containers {
 		if c.image != nil {
 			c.restartAt = time.Now() // a rebooted node starts its pods without back-off
 		}
+		if !lost[c] {
+			continue
+		}
+		// containerd, restarting, records a container whose task vanished
+		// as exited 255, Unknown (internal/cri/server/restart.go); the
+		// simulated containers of the pod die with it too.
+		c.term = &corev1.ContainerStateTerminated{
+			ExitCode: exitLost.code, Reason: exitLost.reason, StartedAt: metav1.NewTime(c.startedAt), FinishedAt: now,
+			ContainerID: containerID(pp.pod, fmt.Sprintf("%s-%d", c.spec.Name, c.restarts)),
+		}
+		if c.image == nil {
+			c.running, c.ready = false, false
+		}
+		pp.version++
 	}
 	pp.teardown()
 }
@@ -532,8 +557,9 @@ func (pp *procPod) status(pod *corev1.Pod, n *node, now time.Time, stopped bool)
 			cs.LastTerminationState.Terminated = c.last
 		}
 		term := c.term
-		if c.image == nil && stopped {
-			term = &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", StartedAt: metav1.NewTime(c.startedAt), FinishedAt: t}
+		if c.image == nil && stopped && c.running {
+			// A simulated container honours SIGTERM at once.
+			term = &corev1.ContainerStateTerminated{ExitCode: exitSIGTERM.code, Reason: exitSIGTERM.reason, StartedAt: metav1.NewTime(c.startedAt), FinishedAt: t}
 		}
 		switch {
 		case c.running && !stopped:

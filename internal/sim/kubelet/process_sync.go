@@ -24,7 +24,7 @@ func (p *Pool) syncProcessPod(ctx context.Context, n *node, pod *corev1.Pod, st 
 		}
 	}
 	if version != st.written || pod.Status.Phase == corev1.PodPending {
-		if err := p.writeStatus(ctx, pod, status); err != nil {
+		if err := p.writeStatus(ctx, n, pod, status); err != nil {
 			return 0, err
 		}
 		st.written = version
@@ -56,12 +56,12 @@ func (p *Pool) stopProcessPod(ctx context.Context, n *node, pod *corev1.Pod, st 
 	}
 	if st.stage != stageDone {
 		status, _, _ := st.proc.status(pod, n, now, true)
-		if err := p.writeStatus(ctx, pod, status); err != nil {
+		if err := p.writeStatus(ctx, n, pod, status); err != nil {
 			return 0, err
 		}
 		st.stage = stageDone
 	}
-	return 0, p.remove(ctx, pod)
+	return 0, p.remove(ctx, n, pod)
 }
 
 // stopAllProcesses stops every process when the simulation ends.

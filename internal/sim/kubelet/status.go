@@ -62,24 +62,80 @@ func runningStatus(pod *corev1.Pod, n *node, now time.Time, st *podState) corev1
 	}
 	s.ContainerStatuses = nil
 	for _, c := range pod.Spec.Containers {
-		s.ContainerStatuses = append(s.ContainerStatuses, corev1.ContainerStatus{
+		cs := corev1.ContainerStatus{
 			Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: true, Started: ptr.To(true),
-			ContainerID: containerID(pod, c.Name),
-			State:       corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: t}},
-		})
+			ContainerID:  containerID(pod, attempt(c.Name, st.restarts)),
+			RestartCount: st.restarts,
+			State:        corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: t}},
+		}
+		if st.lastTerm != nil {
+			cs.LastTerminationState.Terminated = st.lastTerm.DeepCopy()
+		}
+		s.ContainerStatuses = append(s.ContainerStatuses, cs)
 	}
 	return s
 }
 
-// terminatedStatus is the status of a pod whose containers all exited 0.
-func terminatedStatus(pod *corev1.Pod, now time.Time, st *podState, reason string) corev1.PodStatus {
+// restartingStatus is the status of a running pod whose containers died
+// with its node, while the kubelet recreates its sandbox: still Running
+// (its restart policy restarts them), not Ready, the containers waiting
+// with the lost run as their last state.
+func restartingStatus(pod *corev1.Pod, n *node, now time.Time, st *podState, lost *corev1.ContainerStateTerminated) corev1.PodStatus {
 	s := *pod.Status.DeepCopy()
 	t := metav1.NewTime(now)
-	s.Phase = corev1.PodSucceeded
+	s.Phase = corev1.PodRunning
+	names := containerNames(pod)
 	s.Conditions = setConditions(s.Conditions, t,
 		cond(corev1.PodReadyToStartContainers, corev1.ConditionFalse, "", ""),
-		cond(corev1.PodReady, corev1.ConditionFalse, "PodCompleted", ""),
-		cond(corev1.ContainersReady, corev1.ConditionFalse, "PodCompleted", ""),
+		cond(corev1.PodReady, corev1.ConditionFalse, "ContainersNotReady", fmt.Sprintf("containers with unready status: [%s]", names)),
+		cond(corev1.ContainersReady, corev1.ConditionFalse, "ContainersNotReady", fmt.Sprintf("containers with unready status: [%s]", names)),
+	)
+	s.ContainerStatuses = nil
+	for _, c := range pod.Spec.Containers {
+		lost := lost.DeepCopy()
+		lost.ContainerID = containerID(pod, attempt(c.Name, st.restarts))
+		cs := corev1.ContainerStatus{
+			Name: c.Name, Image: c.Image, ImageID: c.Image, Started: ptr.To(false),
+			RestartCount: st.restarts,
+			State:        corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}},
+		}
+		cs.LastTerminationState.Terminated = lost
+		s.ContainerStatuses = append(s.ContainerStatuses, cs)
+	}
+	return s
+}
+
+// exit is how a pod's simulated containers ended.
+type exit struct {
+	code   int32
+	reason string
+}
+
+// Exit codes as containerd reports them: 128+signal for a process a signal
+// ended, reason Error for any non-zero code; 255, Unknown for a container
+// whose task vanished (a node that lost power).
+var (
+	exitCompleted = exit{0, "Completed"}
+	exitSIGTERM   = exit{143, "Error"}
+	exitSIGKILL   = exit{137, "Error"}
+	exitLost      = exit{255, "Unknown"}
+)
+
+// terminatedStatus is the last status of a pod whose containers ended as
+// end says: Succeeded if they exited 0, else Failed, as the kubelet's
+// getPhase makes a terminal pod (kubernetes pkg/kubelet/kubelet_pods.go).
+func terminatedStatus(pod *corev1.Pod, now time.Time, st *podState, end exit) corev1.PodStatus {
+	s := *pod.Status.DeepCopy()
+	t := metav1.NewTime(now)
+	reason := "PodCompleted"
+	s.Phase = corev1.PodSucceeded
+	if end.code != 0 {
+		s.Phase, reason = corev1.PodFailed, "PodFailed"
+	}
+	s.Conditions = setConditions(s.Conditions, t,
+		cond(corev1.PodReadyToStartContainers, corev1.ConditionFalse, "", ""),
+		cond(corev1.PodReady, corev1.ConditionFalse, reason, ""),
+		cond(corev1.ContainersReady, corev1.ConditionFalse, reason, ""),
 	)
 	started := t
 	if !st.started.IsZero() {
@@ -87,13 +143,18 @@ func terminatedStatus(pod *corev1.Pod, now time.Time, st *podState, reason strin
 	}
 	s.ContainerStatuses = nil
 	for _, c := range pod.Spec.Containers {
-		s.ContainerStatuses = append(s.ContainerStatuses, corev1.ContainerStatus{
+		id := containerID(pod, attempt(c.Name, st.restarts))
+		cs := corev1.ContainerStatus{
 			Name: c.Name, Image: c.Image, ImageID: c.Image, Started: ptr.To(false),
-			ContainerID: containerID(pod, c.Name),
+			ContainerID: id, RestartCount: st.restarts,
 			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				ExitCode: 0, Reason: reason, StartedAt: started, FinishedAt: t,
+				ExitCode: end.code, Reason: end.reason, StartedAt: started, FinishedAt: t, ContainerID: id,
 			}},
-		})
+		}
+		if st.lastTerm != nil {
+			cs.LastTerminationState.Terminated = st.lastTerm.DeepCopy()
+		}
+		s.ContainerStatuses = append(s.ContainerStatuses, cs)
 	}
 	return s
 }
@@ -142,6 +203,14 @@ func containerNames(pod *corev1.Pod) string {
 		names = append(names, c.Name)
 	}
 	return strings.Join(names, " ")
+}
+
+// attempt names a container's n-th run: each run is a new container.
+func attempt(name string, restarts int32) string {
+	if restarts == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s-%d", name, restarts)
 }
 
 func containerID(pod *corev1.Pod, name string) string {

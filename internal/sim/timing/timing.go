@@ -50,10 +50,16 @@ type Profile struct {
 	JobDuration time.Duration
 
 	// LeaseRenewInterval is how often each simulated kubelet renews its
-	// node Lease; NodeStatusInterval how often it rewrites node status when
+	// node Lease; NodeStatusInterval (the kubelet's
+	// nodeStatusReportFrequency) how often it rewrites node status when
 	// nothing changed.
 	LeaseRenewInterval time.Duration
 	NodeStatusInterval time.Duration
+	// NodeStatusUpdateFrequency is the kubelet's nodeStatusUpdateFrequency:
+	// how often it computes node status and writes it if it changed. It is
+	// the cadence of status.volumesInUse, which a pod's attachable volumes
+	// must appear in before the kubelet mounts them.
+	NodeStatusUpdateFrequency time.Duration
 	// NodeLeaseDuration is spec.leaseDurationSeconds of node Leases.
 	NodeLeaseDuration time.Duration
 
@@ -107,30 +113,35 @@ type Profile struct {
 //   - the cloud node lifecycle controller's period is the
 //     cloud-controller-manager's --node-monitor-period default, 5 s
 //     (k8s.io/cloud-provider config/v1alpha1/defaults.go).
+//   - the kubelet's nodeStatusUpdateFrequency (10 s), nodeStatusReportFrequency
+//     (5 min) and nodeLeaseDurationSeconds (40 s, renewed every quarter) are
+//     the KubeletConfiguration defaults (kubernetes
+//     pkg/kubelet/apis/config/v1beta1/defaults.go), which the EKS AMI keeps.
 func EKS() Profile {
 	return Profile{
-		Name:                   "eks",
-		AttachLatency:          Latency{Median: 5 * time.Second, P99: 20 * time.Second, Max: time.Minute},
-		DetachLatency:          Latency{Median: 10 * time.Second, P99: 30 * time.Second, Max: 90 * time.Second},
-		ProvisionLatency:       Latency{Median: 1750 * time.Millisecond, P99: 5300 * time.Millisecond, Max: 30 * time.Second},
-		InstanceTerminateDelay: time.Minute,
-		CloudNodeMonitorPeriod: 5 * time.Second,
-		ContainerStartDelay:    3 * time.Second,
-		ContainerStopDelay:     2 * time.Second,
-		GraceScale:             1,
-		JobDuration:            10 * time.Second,
-		LeaseRenewInterval:     10 * time.Second,
-		NodeStatusInterval:     5 * time.Minute,
-		NodeLeaseDuration:      40 * time.Second,
-		NodeMonitorPeriod:      5 * time.Second,
-		NodeMonitorGracePeriod: 50 * time.Second,
-		NodeStartupGracePeriod: 60 * time.Second,
-		NotReadyToleration:     300 * time.Second,
-		MaxWaitForUnmount:      6 * time.Minute,
-		AttachDetachSyncPeriod: time.Minute,
-		SchedulerMaxBackoff:    10 * time.Second,
-		SettlePeriod:           30 * time.Second,
-		RunTimeout:             10 * time.Minute,
+		Name:                      "eks",
+		AttachLatency:             Latency{Median: 5 * time.Second, P99: 20 * time.Second, Max: time.Minute},
+		DetachLatency:             Latency{Median: 10 * time.Second, P99: 30 * time.Second, Max: 90 * time.Second},
+		ProvisionLatency:          Latency{Median: 1750 * time.Millisecond, P99: 5300 * time.Millisecond, Max: 30 * time.Second},
+		InstanceTerminateDelay:    time.Minute,
+		CloudNodeMonitorPeriod:    5 * time.Second,
+		ContainerStartDelay:       3 * time.Second,
+		ContainerStopDelay:        2 * time.Second,
+		GraceScale:                1,
+		JobDuration:               10 * time.Second,
+		LeaseRenewInterval:        10 * time.Second,
+		NodeStatusInterval:        5 * time.Minute,
+		NodeStatusUpdateFrequency: 10 * time.Second,
+		NodeLeaseDuration:         40 * time.Second,
+		NodeMonitorPeriod:         5 * time.Second,
+		NodeMonitorGracePeriod:    50 * time.Second,
+		NodeStartupGracePeriod:    60 * time.Second,
+		NotReadyToleration:        300 * time.Second,
+		MaxWaitForUnmount:         6 * time.Minute,
+		AttachDetachSyncPeriod:    time.Minute,
+		SchedulerMaxBackoff:       10 * time.Second,
+		SettlePeriod:              30 * time.Second,
+		RunTimeout:                10 * time.Minute,
 	}
 }
 
@@ -139,28 +150,29 @@ func EKS() Profile {
 // short and bounded, so scenarios still finish in seconds.
 func Fast() Profile {
 	return Profile{
-		Name:                   "fast",
-		AttachLatency:          Latency{Median: 300 * time.Millisecond, P99: time.Second, Max: 2 * time.Second},
-		DetachLatency:          Latency{Median: 400 * time.Millisecond, P99: 1200 * time.Millisecond, Max: 2 * time.Second},
-		ProvisionLatency:       Latency{Median: 200 * time.Millisecond, P99: 600 * time.Millisecond, Max: time.Second},
-		InstanceTerminateDelay: time.Second,
-		CloudNodeMonitorPeriod: time.Second,
-		ContainerStartDelay:    200 * time.Millisecond,
-		ContainerStopDelay:     200 * time.Millisecond,
-		GraceScale:             0.05,
-		JobDuration:            1 * time.Second,
-		LeaseRenewInterval:     1 * time.Second,
-		NodeStatusInterval:     30 * time.Second,
-		NodeLeaseDuration:      4 * time.Second,
-		NodeMonitorPeriod:      1 * time.Second,
-		NodeMonitorGracePeriod: 5 * time.Second,
-		NodeStartupGracePeriod: 10 * time.Second,
-		NotReadyToleration:     5 * time.Second,
-		MaxWaitForUnmount:      15 * time.Second,
-		AttachDetachSyncPeriod: 2 * time.Second,
-		SchedulerMaxBackoff:    2 * time.Second,
-		SettlePeriod:           8 * time.Second,
-		RunTimeout:             3 * time.Minute,
+		Name:                      "fast",
+		AttachLatency:             Latency{Median: 300 * time.Millisecond, P99: time.Second, Max: 2 * time.Second},
+		DetachLatency:             Latency{Median: 400 * time.Millisecond, P99: 1200 * time.Millisecond, Max: 2 * time.Second},
+		ProvisionLatency:          Latency{Median: 200 * time.Millisecond, P99: 600 * time.Millisecond, Max: time.Second},
+		InstanceTerminateDelay:    time.Second,
+		CloudNodeMonitorPeriod:    time.Second,
+		ContainerStartDelay:       200 * time.Millisecond,
+		ContainerStopDelay:        200 * time.Millisecond,
+		GraceScale:                0.05,
+		JobDuration:               1 * time.Second,
+		LeaseRenewInterval:        1 * time.Second,
+		NodeStatusInterval:        30 * time.Second,
+		NodeStatusUpdateFrequency: 500 * time.Millisecond,
+		NodeLeaseDuration:         4 * time.Second,
+		NodeMonitorPeriod:         1 * time.Second,
+		NodeMonitorGracePeriod:    5 * time.Second,
+		NodeStartupGracePeriod:    10 * time.Second,
+		NotReadyToleration:        5 * time.Second,
+		MaxWaitForUnmount:         15 * time.Second,
+		AttachDetachSyncPeriod:    2 * time.Second,
+		SchedulerMaxBackoff:       2 * time.Second,
+		SettlePeriod:              8 * time.Second,
+		RunTimeout:                3 * time.Minute,
 	}
 }
 

@@ -99,3 +99,77 @@ func TestPowerOffForceDetach(t *testing.T) {
 		return nil
 	})
 }
+
+// TestPowerOnRestartsContainers: a node that comes back from a power cut
+// does not resume its pods' containers, they died with it; its kubelet
+// starts them again. The pod first shows them waiting, not Ready, the lost
+// run as their last state (exit 255, Unknown: containerd's record of a
+// container whose task vanished); then running again with restartCount 1
+// and a new startedAt, and Ready.
+func TestPowerOnRestartsContainers(t *testing.T) {
+	t.Parallel()
+	env := simtest.New(t)
+	node := env.AddNodes(1, simtest.NodeOptions{})[0]
+	env.Create(env.Pod("app"))
+	running(env, "app", node)
+	before, err := env.Client.CoreV1().Pods(env.Namespace).Get(env.Ctx, "app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstStart := before.Status.ContainerStatuses[0].State.Running.StartedAt
+	time.Sleep(1100 * time.Millisecond) // startedAt has a resolution of one second
+
+	w, err := env.Client.CoreV1().Pods(env.Namespace).Watch(env.Ctx, metav1.ListOptions{FieldSelector: "metadata.name=app", ResourceVersion: before.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	env.Annotate(node, kubelet.AnnotationPower, "off")
+	time.Sleep(1500 * time.Millisecond)
+	env.Annotate(node, kubelet.AnnotationPower, "on")
+
+	sawRestarting := false
+	timeout := time.After(30 * time.Second)
+	for {
+		var p *corev1.Pod
+		select {
+		case ev := <-w.ResultChan():
+			var ok bool
+			if p, ok = ev.Object.(*corev1.Pod); !ok {
+				continue
+			}
+		case <-timeout:
+			t.Fatalf("pod not running again with a restarted container within 30s (restarting status seen: %v)", sawRestarting)
+		}
+		if len(p.Status.ContainerStatuses) == 0 {
+			continue
+		}
+		cs := p.Status.ContainerStatuses[0]
+		last := cs.LastTerminationState.Terminated
+		if cs.State.Waiting != nil && !readyPod(p) && last != nil {
+			if last.ExitCode != 255 || last.Reason != "Unknown" || !last.StartedAt.Equal(&firstStart) {
+				t.Fatalf("last state %+v, want the first run (started %s) exited 255 Unknown", last, firstStart)
+			}
+			sawRestarting = true
+		}
+		if cs.State.Running == nil || !readyPod(p) || cs.RestartCount == 0 {
+			continue
+		}
+		if !sawRestarting {
+			t.Fatalf("pod Ready again (restarts %d) without first showing its containers lost and not Ready", cs.RestartCount)
+		}
+		if cs.RestartCount != 1 || !cs.State.Running.StartedAt.After(firstStart.Time) || last == nil || last.ExitCode != 255 {
+			t.Fatalf("after power-on: restarts %d, startedAt %s (first %s), last state %+v; want 1, later, exited 255", cs.RestartCount, cs.State.Running.StartedAt, firstStart, last)
+		}
+		return
+	}
+}
+
+func readyPod(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
