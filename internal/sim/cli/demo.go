@@ -55,7 +55,7 @@ ran, how many hung, and how long until all were Running.`,
 				if err != nil {
 					return nil, err
 				}
-				c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: f.cacheDir, Seed: f.seed, Progress: stderr, Huddle: withHuddle, HuddleValues: huddleValues})
+				c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: f.cacheDir, Seed: f.seed, Progress: stderr, Huddle: withHuddle, HuddleValues: huddleValues, NoSystemPods: f.noSystemPods})
 				if err != nil {
 					return nil, interrupted(ctx, err)
 				}
