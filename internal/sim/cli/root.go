@@ -147,7 +147,10 @@ EKS AMI's kube-reserved and the kubelet's 100Mi eviction threshold (an
 m5.xlarge: 4 CPU, 3920m allocatable; about 15.3Gi of memory, 993Mi less
 allocatable; 58 pods), and in its CSINode the EBS CSI driver's attach
 limit (26). --node-cpu and --node-memory replace the type's capacity, and
-allocatable follows by the same formulas. Nodes go round-robin over
+allocatable follows by the same formulas. As on EKS, every node also runs
+the add-ons' DaemonSet pods (aws-node, kube-proxy, ebs-csi-node,
+eks-pod-identity-agent: 180m CPU, 104Mi and 4 pods of each node), and two
+nodes run CoreDNS (100m, 70Mi each), unless --no-system-pods. Nodes go round-robin over
 --zones, by default three, as an EKS node group over three subnets. A
 Node object in -f keeps exactly the capacity and allocatable it gives.`
 
@@ -160,6 +163,7 @@ type clusterFlags struct {
 	timing       string
 	seed         uint64
 	cacheDir     string
+	noSystemPods bool
 }
 
 func (f *clusterFlags) add(cmd *cobra.Command, defaultTiming string, defaultZones []string) {
@@ -172,6 +176,7 @@ func (f *clusterFlags) add(cmd *cobra.Command, defaultTiming string, defaultZone
 	fs.StringVar(&f.timing, "timing", defaultTiming, "timing profile: eks (the real defaults: 50s node monitor grace, 300s not-ready toleration, 6-minute max wait for unmount) or fast (the same mechanisms, compressed)")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the simulated EBS attach, detach and provisioning times, which are drawn from distributions with a tail (0: a random seed, printed at boot); the same seed draws the same times")
 	fs.StringVar(&f.cacheDir, "cache-dir", binaries.DefaultCacheDir(), "where the built control-plane binaries are kept ($HUDDLE_SIM_CACHE)")
+	fs.BoolVar(&f.noSystemPods, "no-system-pods", false, "leave out the EKS add-ons' pods (aws-node, kube-proxy, ebs-csi-node and eks-pod-identity-agent on every node, CoreDNS): nodes then offer workloads all of their allocatable, which no EKS node does")
 }
 
 // specs returns the nodes to register: those given as Node objects, plus

@@ -211,7 +211,7 @@ type arm struct {
 // to settle and returns the report; the cluster is stopped after, or kept
 // until Ctrl-C with --keep.
 func (a arm) run(ctx context.Context, objs []manifest.Object, withHuddle bool, stderr io.Writer) (*report.Report, error) {
-	opts := cluster.Options{Timing: a.profile, Nodes: a.specs, CacheDir: a.flags.cacheDir, Seed: a.flags.seed, Progress: stderr}
+	opts := cluster.Options{Timing: a.profile, Nodes: a.specs, CacheDir: a.flags.cacheDir, Seed: a.flags.seed, Progress: stderr, NoSystemPods: a.flags.noSystemPods}
 	if withHuddle {
 		opts.Huddle, opts.HuddleLocal, opts.HuddleValues = true, a.huddle.local, a.values
 	}

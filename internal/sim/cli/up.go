@@ -83,7 +83,7 @@ func (o *upOptions) run(cmd *cobra.Command) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	stderr := cmd.ErrOrStderr()
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Seed: o.cluster.seed, Progress: stderr, Huddle: o.huddle.huddle, HuddleLocal: o.huddle.local, HuddleValues: huddleValues})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: specs, CacheDir: o.cluster.cacheDir, Seed: o.cluster.seed, Progress: stderr, Huddle: o.huddle.huddle, HuddleLocal: o.huddle.local, HuddleValues: huddleValues, NoSystemPods: o.cluster.noSystemPods})
 	if err != nil {
 		return interrupted(ctx, err)
 	}

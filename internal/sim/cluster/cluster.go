@@ -71,6 +71,11 @@ type Options struct {
 	// Seed seeds the simulated cloud's attach, detach and provisioning
 	// times; 0 picks one at random. Cluster.Seed says which was used.
 	Seed uint64
+	// NoSystemPods leaves out what EKS runs in kube-system (the add-ons'
+	// DaemonSets on every node, CoreDNS): for the rare test that needs a
+	// node with nothing on it. By default they run, as on EKS, and take
+	// their requests from every node (see SystemRequests).
+	NoSystemPods bool
 }
 
 // Cluster is a running simulated cluster.
@@ -95,6 +100,9 @@ type Cluster struct {
 	// (nil otherwise); HuddleMetrics its metrics URL.
 	Huddle        *controlplane.Process
 	HuddleMetrics string
+	// SystemPods says whether the EKS add-ons run in kube-system (see
+	// Options.NoSystemPods).
+	SystemPods bool
 	// Network holds the sandboxes of pods that run as processes.
 	Network *podnet.Network
 	// AuditLog is the API server's audit log of pod deletions and
@@ -255,6 +263,23 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	if err := c.waitNodesSchedulable(ctx); err != nil {
 		return nil, err
+	}
+	if !opts.NoSystemPods {
+		fmt.Fprintln(progress, "Installing the EKS add-ons' system pods (aws-node, kube-proxy, ebs-csi-node, eks-pod-identity-agent on every node; CoreDNS)")
+		if err := installSystem(ctx, c.Client); err != nil {
+			return nil, fmt.Errorf("install the system pods: %w", err)
+		}
+		c.SystemPods = true
+		names := make([]string, len(opts.Nodes))
+		for i, n := range opts.Nodes {
+			names[i] = n.Name
+		}
+		if err := c.WaitSystemPods(ctx, names, SystemPodsTimeout(len(names))); err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			fmt.Fprintf(progress, "warning: %v\n", err)
+		}
 	}
 	switch {
 	case opts.Huddle && local:

@@ -188,7 +188,11 @@ func (p *Pool) syncPod(ctx context.Context, key string) (time.Duration, error) {
 		if wait := st.readyAt.Sub(now); wait > 0 {
 			return wait, nil
 		}
-		if st.ip == "" {
+		switch {
+		case st.ip != "":
+		case pod.Spec.HostNetwork && !p.procs.runsProcesses(pod):
+			st.ip = n.ip // the host's network: the kubelet reports the node's address
+		default:
 			st.ip = p.podIP()
 		}
 		if p.procs.runsProcesses(pod) {

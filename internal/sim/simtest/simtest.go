@@ -62,6 +62,10 @@ type Options struct {
 	// takes a permission away); otherwise any such line fails the package,
 	// since the chart's RBAC must grant everything huddle does.
 	AllowForbidden bool
+	// NoSystemPods boots the cluster without the EKS add-ons' pods, for
+	// the rare package that needs nodes with nothing on them; by default
+	// every node runs them, as on EKS (see Env.SystemRequests).
+	NoSystemPods bool
 }
 
 var (
@@ -105,7 +109,7 @@ func Main(m *testing.M, opts Options) int {
 			return 1
 		}
 	}
-	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleLocal: local, HuddleValues: opts.HuddleValues, Seed: seed})
+	c, err := cluster.Start(ctx, cluster.Options{Timing: profile, Nodes: nodes, Progress: os.Stderr, Huddle: opts.Huddle, HuddleLocal: local, HuddleValues: opts.HuddleValues, Seed: seed, NoSystemPods: opts.NoSystemPods})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "simtest: cannot start the simulated cluster: %v\n", err)
 		return 1
@@ -226,7 +230,8 @@ func New(t testing.TB) *Env {
 
 // NodeOptions shape the nodes of a pool; zero fields get the defaults of
 // kubelet.NodeSpec: an m5.xlarge (capacity 4 CPU, about 15.3Gi, 58 pods;
-// allocatable 3920m CPU, 993Mi less memory; EBS attach limit 26). Unlike the
+// allocatable 3920m CPU, 993Mi less memory; EBS attach limit 26; the
+// add-ons' pods take 180m, 104Mi and 4 pods of that, see Room). Unlike the
 // CLI's node groups, a pool stays in one zone, us-east-1a, unless Zone or
 // Zones say otherwise: a test's volumes then attach wherever its pods land.
 type NodeOptions struct {
@@ -248,7 +253,10 @@ type NodeOptions struct {
 
 // AddNodes adds n nodes to the test's pool and returns their names. Pool
 // nodes carry the label and NoSchedule taint sim.huddle.io/pool=<namespace>
-// so only this test's pods (built with the Env's builders) land there.
+// so only this test's pods (built with the Env's builders) land there,
+// and the EKS add-ons' DaemonSet pods, which tolerate every taint as on
+// EKS: AddNodes returns once those run, so the room a test fills next is
+// what they leave (Room; CoreDNS stays off pool nodes).
 func (e *Env) AddNodes(n int, o NodeOptions) []string {
 	e.T.Helper()
 	e.Pool = e.Namespace
@@ -295,7 +303,40 @@ func (e *Env) AddNodes(n int, o NodeOptions) []string {
 		}
 		return nil
 	})
+	if err := e.Cluster.WaitSystemPods(e.Ctx, names, cluster.SystemPodsTimeout(n)); err != nil {
+		e.T.Fatalf("pool nodes: %v", err)
+	}
 	return names
+}
+
+// SystemRequests is what the EKS add-ons' DaemonSet pods take on every
+// node: cpu, memory and pods (see cluster.SystemRequests; on an
+// m5.xlarge 180m CPU, 104Mi, 4 pods). It is empty if the package's
+// cluster runs without them (Options.NoSystemPods).
+func (e *Env) SystemRequests() corev1.ResourceList {
+	if !e.Cluster.SystemPods {
+		return corev1.ResourceList{}
+	}
+	return cluster.SystemRequests()
+}
+
+// Room is what a pool node offers the test's pods: its allocatable cpu,
+// memory and pods less SystemRequests. A pod requesting exactly the CPU
+// of Room fits an otherwise empty pool node; 1m more does not.
+func (e *Env) Room(node string) corev1.ResourceList {
+	e.T.Helper()
+	n, err := e.Client.CoreV1().Nodes().Get(e.Ctx, node, metav1.GetOptions{})
+	if err != nil {
+		e.T.Fatalf("get node %s: %v", node, err)
+	}
+	room := corev1.ResourceList{}
+	system := e.SystemRequests()
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods} {
+		q := n.Status.Allocatable[r].DeepCopy()
+		q.Sub(system[r])
+		room[r] = q
+	}
+	return room
 }
 
 // Eventually polls f every 100ms until it returns nil, failing the test

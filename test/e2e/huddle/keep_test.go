@@ -121,8 +121,9 @@ func crowdedHome(env *simtest.Env, spec huddlev1.HuddleSpec) string {
 	env.Create(env.Claim("data"), dep)
 	home := together(env, "app=app", 2, time.Minute)
 	// Room for one more 500m member: the filler is sized from what the
-	// node has free (2920m on an m5.xlarge's 3920m allocatable), not from a
-	// node size this test would have to assume.
+	// node has free (2740m on an m5.xlarge: 3920m allocatable less the
+	// members' 1000m and the add-ons' 180m), not from a node size this
+	// test would have to assume.
 	room := freeCPU(env, home)
 	room.Sub(resource.MustParse("500m"))
 	filler := env.Pod("filler")

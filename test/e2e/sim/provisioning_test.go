@@ -87,14 +87,19 @@ func TestKubeletAdmission(t *testing.T) {
 	env.Create(big)
 	running(env, "big", node)
 
+	// Used counts the add-ons' pods on the node (180m CPU, 104Mi) besides
+	// big (3 CPU, 64Mi).
+	system := env.SystemRequests()
+	usedCPU := 3000 + system.Cpu().MilliValue()
+	usedMemory := int64(64<<20) + system.Memory().Value()
 	for _, tc := range []struct {
 		name, resource, quantity, reason, message string
 	}{
 		// The kubelet's message says capacity but gives allocatable: 4 CPU
 		// less kube-reserved 80m; 16Gi less 11Mi*58+255Mi kube-reserved and
 		// the 100Mi eviction threshold.
-		{"cpu", "cpu", "2", "OutOfcpu", "Pod was rejected: Node didn't have enough resource: cpu, requested: 2000, used: 3000, capacity: 3920"},
-		{"memory", "memory", "20Gi", "OutOfmemory", "Pod was rejected: Node didn't have enough resource: memory, requested: 21474836480, used: 67108864, capacity: 16138633216"},
+		{"cpu", "cpu", "2", "OutOfcpu", fmt.Sprintf("Pod was rejected: Node didn't have enough resource: cpu, requested: 2000, used: %d, capacity: 3920", usedCPU)},
+		{"memory", "memory", "20Gi", "OutOfmemory", fmt.Sprintf("Pod was rejected: Node didn't have enough resource: memory, requested: 21474836480, used: %d, capacity: 16138633216", usedMemory)},
 	} {
 		pod := env.Pod("over-" + tc.name)
 		pod.Spec.NodeName = node
