@@ -64,7 +64,8 @@ func TestPlanGolden(t *testing.T) {
 		}},
 		{"too-big", []string{"--instance-type", "m5.large"}, []string{
 			"against one m5.large node (allocatable 1930m CPU",
-			"fits:                               NO: node m5.large lacks 3070m CPU",
+			"of which the EKS add-ons' DaemonSets take 180m CPU, 104Mi memory, 4 pods",
+			"fits:                               NO: node m5.large lacks 3250m CPU", // 5 CPU less 1930m allocatable plus the add-ons' 180m
 			"smallest types that fit:            m5.2xlarge,",
 		}},
 	} {

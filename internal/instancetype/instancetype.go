@@ -229,3 +229,17 @@ func MemTotal(nominalGiB int64) resource.Quantity {
 	ki -= 275<<10 + ki*264/10000
 	return *resource.NewQuantity(ki<<10, resource.BinarySI)
 }
+
+// EKSAddOns is what the EKS add-ons' DaemonSets request on every node
+// (aws-node 50m, kube-proxy 100m, ebs-csi-node 30m and 104Mi,
+// eks-pod-identity-agent nothing; one pod each): room no workload gets.
+// huddle-sim runs those pods (internal/sim/cluster/system.go names the
+// sources, and a test there keeps the two equal); kubectl huddle plan
+// subtracts them from a node of an instance type.
+func EKSAddOns() corev1.ResourceList {
+	return corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("180m"),
+		corev1.ResourceMemory: resource.MustParse("104Mi"),
+		corev1.ResourcePods:   resource.MustParse("4"),
+	}
+}

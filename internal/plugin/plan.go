@@ -46,10 +46,11 @@ func (l nodeList) Get(name string) *placement.Node {
 func (l nodeList) Len() int                 { return len(l) }
 func (l nodeList) At(i int) *placement.Node { return l[i] }
 
-// typeNode is one empty node of t, less what taken already takes on
-// every node (DaemonSets).
+// typeNode is one node of t running only what every EKS node runs (the
+// add-ons' DaemonSets, instancetype.EKSAddOns) and what taken takes on
+// every node (the manifests' DaemonSets).
 func typeNode(t instancetype.Type, taken placement.Resources) nodeList {
-	return nodeList{{Name: t.Name, Ready: true, Allocatable: placement.FromList(t.Allocatable()), Requested: taken}}
+	return nodeList{{Name: t.Name, Ready: true, Allocatable: placement.FromList(t.Allocatable()), Requested: taken.Add(placement.FromList(instancetype.EKSAddOns()))}}
 }
 
 // Report is plan's result; -o json and -o yaml print it.

@@ -117,7 +117,9 @@ func (p *planOptions) run(ctx context.Context) error {
 		}
 		alloc := placement.FromList(t.Allocatable())
 		alloc.Scalar = nil // ephemeral storage: no template here asks for it
-		target = Target{Type: &t, Name: fmt.Sprintf("one %s node (allocatable %s)", t.Name, formatResources(alloc))}
+		addOns := placement.FromList(instancetype.EKSAddOns())
+		addOns.Scalar = nil
+		target = Target{Type: &t, Name: fmt.Sprintf("one %s node (allocatable %s, of which the EKS add-ons' DaemonSets take %s)", t.Name, formatResources(alloc), formatResources(addOns))}
 	}
 	m, err := ReadManifest(p.file, p.Streams.In)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
+
+	"github.com/huddle-io/huddle/internal/instancetype"
 )
 
 // The add-ons' requests per node, summed as the scheduler sums them: the
@@ -20,6 +22,10 @@ func TestSystemRequests(t *testing.T) {
 	for r, q := range want {
 		if g := got[r]; g.Cmp(q) != 0 {
 			t.Errorf("%s: got %s, want %s", r, g.String(), q.String())
+		}
+		// kubectl huddle plan subtracts the same from an instance type.
+		if p := instancetype.EKSAddOns()[r]; p.Cmp(q) != 0 {
+			t.Errorf("%s: instancetype.EKSAddOns says %s, the simulator runs %s", r, p.String(), q.String())
 		}
 	}
 }
