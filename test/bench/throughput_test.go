@@ -154,12 +154,15 @@ func runArm(b *testing.B, env *simtest.Env, w *runningWatch, arm string, groups 
 		<-tick.C
 		pod := env.Pod(p.name, p.claim)
 		pod.Labels["group"] = p.group
+		if arm == "workaround" && p.anchor == "" {
+			pod.Labels["anchor"] = p.group // the one pod the others follow
+		}
 		grp := groupOf[p.group]
 		pod.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: grp.cpu, corev1.ResourceMemory: grp.mem}
 		if p.anchor != "" {
 			pod.Spec.Affinity = &corev1.Affinity{PodAffinity: &corev1.PodAffinity{
 				RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
-					LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"group": p.anchor}},
+					LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"anchor": p.anchor}},
 					TopologyKey:   corev1.LabelHostname,
 				}},
 			}}

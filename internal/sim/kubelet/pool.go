@@ -91,12 +91,19 @@ func (n *node) volumesInUse() []string {
 	return out
 }
 
+// heartbeatTimeoutFloor bounds the heartbeat client's timeout from below.
+const heartbeatTimeoutFloor = 2 * time.Second
+
 // New wires a pool to factory's informers. Each node's kubelet talks to
 // the API server as cfg's identity with clients of its own (see
 // nodeClients). Register nodes with AddNode and start it with Run after the
 // factory has started.
 func New(cfg *rest.Config, factory informers.SharedInformerFactory, profile timing.Profile, broadcaster record.EventBroadcaster) (*Pool, error) {
-	t, err := newTransports(cfg, min(profile.NodeStatusUpdateFrequency, profile.NodeLeaseDuration))
+	// The kubelet's heartbeat client times out after its status update
+	// frequency (at most the lease duration): 10 s on EKS. The fast
+	// profile's 0.5 s would make a loaded machine's slow answers look like
+	// a lost node, so the timeout never goes below heartbeatTimeoutFloor.
+	t, err := newTransports(cfg, max(min(profile.NodeStatusUpdateFrequency, profile.NodeLeaseDuration), heartbeatTimeoutFloor))
 	if err != nil {
 		return nil, err
 	}
