@@ -391,6 +391,36 @@ func (r *Fencer) markStale(ctx context.Context, hud *huddlev1.Huddle, node strin
 	return r.Client.Patch(ctx, hud, patch)
 }
 
+// RecordDeleted writes, on the Huddles whose volumes are attached to a
+// Node just seen deleted with its instance gone (NodeDeleted true), the
+// durable mark that their release has begun. Every replica calls it from
+// its own cache's watch, leader or not: the mark is a fact any leader acts
+// on (releaseDeleted), so a deletion that no leader saw is not lost when
+// the next leader starts with a fresh cache (the killed leader's
+// replacement, say). Best effort: the leader writes the same mark when it
+// releases the volume itself.
+func (r *Fencer) RecordDeleted(ctx context.Context, name string) {
+	logger := log.FromContext(ctx).WithValues("node", name)
+	vas := &storagev1.VolumeAttachmentList{}
+	if err := r.Client.List(ctx, vas, client.MatchingFields{IndexAttachmentNode: name}); err != nil {
+		logger.Error(err, "Cannot record the deleted node's attachments")
+		return
+	}
+	until := r.Clock.Now().Add(releaseBound + r.DetachSync + staleMargin)
+	for i := range vas.Items {
+		hud, err := r.huddleOf(ctx, &vas.Items[i])
+		if err != nil || hud == nil {
+			continue
+		}
+		if mark := parseStale(hud.Annotations[AnnotationStaleAttachment]); mark != nil && mark.node == name {
+			continue // recorded already
+		}
+		if err := r.markStale(ctx, hud, name, until, true); err != nil {
+			logger.Error(err, "Cannot record the deleted node on its huddle", "huddle", klog.KObj(hud))
+		}
+	}
+}
+
 // huddleOf returns the Huddle of a VolumeAttachment's volume, nil if the
 // volume is not a claim's or the claim has no Huddle.
 func (r *Fencer) huddleOf(ctx context.Context, va *storagev1.VolumeAttachment) (*huddlev1.Huddle, error) {

@@ -213,10 +213,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		}
 		fencer := &Fencer{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk, DetachSync: o.DetachSync}
 		// Every replica records Node deletions as its cache sees them, not
-		// only the leader's controller: a Node deleted while no replica
-		// leads (the leader just died) is released by the next leader,
-		// whose VolumeAttachment watch brings the node to it, instead of
-		// left to the attach/detach controller's 6-minute wait.
+		// only the leader's controller, in memory and on the Huddles
+		// (RecordDeleted): a Node deleted while no replica leads (the
+		// leader just died) is released by the next leader, whichever it
+		// is, whose VolumeAttachment and Huddle watches bring the node to
+		// it, instead of left to the attach/detach controller's 6-minute
+		// wait.
 		nodes, err := mgr.GetCache().GetInformer(ctx, &corev1.Node{})
 		if err != nil {
 			return err
@@ -226,8 +228,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 				obj, stateUnknown = d.Obj, true
 			}
-			if n, ok := obj.(client.Object); ok {
-				fencer.NodeDeleted(n, stateUnknown)
+			if n, ok := obj.(client.Object); ok && fencer.NodeDeleted(n, stateUnknown) {
+				go fencer.RecordDeleted(ctx, n.GetName())
 			}
 		}}); err != nil {
 			return err
