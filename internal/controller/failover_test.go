@@ -327,6 +327,41 @@ func TestFencerCarriesOnAfterRestart(t *testing.T) {
 	}
 }
 
+// TestFencerReleasesWhatAStandbyRecorded: the replica that sees a Node
+// deleted with its instance gone records it on the Huddle (RecordDeleted),
+// leader or not; a leader that never saw the deletion (started after it,
+// nothing in memory) finds the record and releases the volume. A record
+// already there is left as it is.
+func TestFencerReleasesWhatAStandbyRecorded(t *testing.T) {
+	w := newFencerWorld(t, unreachable("n1"), mounting(boundPod("web-0", "n1", "100m"), "data"))
+	w.fencer.DetachSync = time.Minute
+	if !w.deleteNode(t, "n1") {
+		t.Fatal("an unreachable node's deletion was not taken as its machine gone")
+	}
+	w.fencer.RecordDeleted(context.Background(), "n1")
+	if got, want := w.stale(t), "n1 2026-01-01T00:07:02Z releasing"; got != want {
+		t.Fatalf("stale attachment %q, want %q (the release begun, bounded by the upstream 6-minute wait plus a sync)", got, want)
+	}
+	if len(w.deleted) != 0 {
+		t.Fatalf("recording deleted %v, want nothing: only a leader releases", w.deleted)
+	}
+	w.fencer.Clock.(*clocktesting.FakeClock).Step(time.Minute)
+	w.fencer.RecordDeleted(context.Background(), "n1")
+	if got, want := w.stale(t), "n1 2026-01-01T00:07:02Z releasing"; got != want {
+		t.Fatalf("a second record changed the mark to %q, want %q", got, want)
+	}
+	w.fencer = &Fencer{Client: w.client, Recorder: record.NewFakeRecorder(100), Clock: w.fencer.Clock, DetachSync: time.Minute}
+	w.reconcileGone(t, "n1")
+	if want := []string{"web-0 grace=0"}; !slices.Equal(w.deleted, want) {
+		t.Fatalf("the next leader deleted %v, want %v", w.deleted, want)
+	}
+	w.deleted = nil
+	w.reconcileGone(t, "n1")
+	if want := []string{"va-data grace=default"}; !slices.Equal(w.deleted, want) {
+		t.Fatalf("the next leader deleted %v, want the VolumeAttachment", w.deleted)
+	}
+}
+
 // TestFencerLeavesNodeDeletedWhileAlive: a Node deleted while its kubelet
 // still reports (Ready, or NotReady without the cloud's shutdown taint),
 // or whose last state the watch missed, may be a live machine still

@@ -9,14 +9,18 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
+	"github.com/huddle-io/huddle/internal/controller"
 	"github.com/huddle-io/huddle/internal/scope"
+	"github.com/huddle-io/huddle/internal/sim/cluster"
 	"github.com/huddle-io/huddle/internal/sim/kubelet"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
 )
@@ -418,6 +422,113 @@ func TestDeletedHomeFailover(t *testing.T) {
 	}
 	if n := env.Events("data", "HomeDeleted"); len(n) == 0 {
 		t.Error("no HomeDeleted event on the Huddle")
+	}
+}
+
+// TestDeletedHomeWhileLeaderless is TestDeletedHomeFailover with the
+// leading huddle replica killed (grace 0, its process SIGKILLed) just
+// before the Node goes: no replica leads when the deletion comes. The
+// standby sees it in its cache and writes it on the Huddle
+// (huddle.io/stale-attachment, releasing); then the standby is killed
+// too, so the next leader is a replica started after the deletion, which
+// only that durable record tells. It must release the volume well before
+// the pod garbage collector's 40-second quarantine would even delete the
+// pods. (The chaos soak found a huddle held past a minute this way, and
+// CI saw the killed leader's replacement win the lease.)
+func TestDeletedHomeWhileLeaderless(t *testing.T) {
+	env := simtest.New(t)
+	setHuddleValues(env, map[string]any{"failover": true})
+	env.AddNodes(3, simtest.NodeOptions{})
+	// The pods tolerate their node's NoExecute taints for longer than the
+	// test, so only huddle deletes them: the taint manager's eviction
+	// would create their replacements while a killed replica's webhook
+	// endpoint still answers nothing, and failurePolicy Ignore admits them
+	// ungated (the repair's work, not this test's).
+	app := env.Deployment("app", 3, "data")
+	for _, taint := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+		app.Spec.Template.Spec.Tolerations = append(app.Spec.Template.Spec.Tolerations, corev1.Toleration{Key: taint, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To(int64(600))})
+	}
+	env.Create(env.Claim("data"), app)
+	home := together(env, "app=app", 3, time.Minute)
+	env.Annotate(home, kubelet.AnnotationPower, "off")
+	env.Eventually("home NotReady", time.Minute, func() error {
+		if s := env.NodeReady(home); s == corev1.ConditionTrue {
+			return fmt.Errorf("node %s Ready", home)
+		}
+		return nil
+	})
+	leader, err := env.Cluster.HuddleLeader(env.Ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := env.Cluster.HuddlePods(env.Ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // both replicas serving again for the next test
+		if err := env.Cluster.StartHuddle(env.Ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Delete(env.Ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := env.Client.CoreV1().Nodes().Delete(env.Ctx, home, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := env.Cluster.HuddleLeader(env.Ctx); err == nil && l != leader {
+		t.Fatalf("%s already leads when the Node is deleted: the test needs the deletion to come while no replica leads", l)
+	}
+	env.Eventually("a replica records the deletion on the Huddle", 10*time.Second, func() error {
+		h, err := env.Huddle("data")
+		if err != nil {
+			return err
+		}
+		if v := h.Annotations[controller.AnnotationStaleAttachment]; !strings.HasPrefix(v, home+" ") || !strings.HasSuffix(v, " releasing") {
+			return fmt.Errorf("%s is %q, want %q", controller.AnnotationStaleAttachment, v, home+" <time> releasing")
+		}
+		return nil
+	})
+	// The standby saw the deletion and recorded it; now it goes too, so
+	// the next leader is a replica started after the deletion, which
+	// knows of it only from the Huddle. (No pod of the huddle is created
+	// until that leader deletes the old ones, so the moments without a
+	// webhook endpoint admit nothing ungated.)
+	for _, p := range before {
+		if p.Name == leader {
+			continue
+		}
+		if l, err := env.Cluster.HuddleLeader(env.Ctx); err == nil && l != leader {
+			t.Fatalf("%s leads before the standby is killed: the test needs every replica that saw the deletion gone first", l)
+		}
+		if err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Delete(env.Ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	}
+	// The chart's lease (15 s) runs out, a new replica takes it over within
+	// a retry period (2 s, jittered up to 1.2x), then releases at once.
+	bound := 15*time.Second + 2400*time.Millisecond + 8*time.Second
+	env.Eventually("the pods of the deleted node are deleted by the next leader", bound, func() error {
+		for _, p := range env.Pods("app=app") {
+			if p.Spec.NodeName == home {
+				return fmt.Errorf("pod %s still on %s", p.Name, home)
+			}
+		}
+		return nil
+	})
+	took := time.Since(start).Round(100 * time.Millisecond)
+	next, _ := env.Cluster.HuddleLeader(env.Ctx)
+	t.Logf("pods of the deleted home gone %s after the deletion, with the leader killed just before (bound %s; the pod garbage collector alone: 40 s); next leader %s", took, bound, next)
+	moved := together(env, "app=app", 3, time.Minute)
+	if moved == home {
+		t.Fatalf("huddle still on the deleted node %s", home)
+	}
+	if n := env.Events("data", "HomeDeleted"); len(n) == 0 {
+		t.Error("no HomeDeleted event on the Huddle")
+	}
+	if n := eventCount(env, "FailedAttachVolume"); n != 0 {
+		t.Fatalf("%d FailedAttachVolume events, want 0: %q", n, env.Events("", "FailedAttachVolume"))
 	}
 }
 
