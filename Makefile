@@ -43,7 +43,7 @@ bench: sim-build ## Run the benchmarks: placement, webhook, pod start latency, r
 # pods per arm); long on 2 cores.
 .PHONY: bench-throughput
 bench-throughput: sim-build ## Run the throughput benchmark big: stock vs huddle vs the podAffinity workaround, 1,000 nodes, 5,000 pods per arm
-	$(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 120m ./test/bench/ -args -tp-nodes 1000 -tp-pods 5000 -tp-rate 100
+	$(GO) test -run '^$$' -bench Throughput -benchtime 1x -timeout 120m ./test/bench/ -args -timing eks -tp-nodes 1000 -tp-pods 5000 -tp-rate 100
 
 LEASE_NODES ?= 1000
 

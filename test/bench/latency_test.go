@@ -30,12 +30,16 @@ import (
 	"github.com/huddle-io/huddle/internal/placement"
 	"github.com/huddle-io/huddle/internal/scope"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
+	"github.com/huddle-io/huddle/internal/sim/timing"
 )
 
 var (
 	podsPerArm = flag.Int("pods", 200, "pods created per arm (stock and huddle) in each latency benchmark")
 	groupSize  = flag.Int("group", 4, "pods per claim: the size of each huddle")
 	createRate = flag.Float64("rate", 40, "pod creations per second, both arms together")
+	// The fast profile's node heartbeats (every 0.5 s) from 1,000 nodes
+	// saturate the API server on 2 cores; big runs take EKS's cadence.
+	timingName = flag.String("timing", "fast", "timing profile of the simulated cluster: fast or eks (use eks from a few hundred nodes up)")
 )
 
 func TestMain(m *testing.M) {
@@ -43,7 +47,12 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		os.Exit(m.Run())
 	}
-	os.Exit(simtest.Main(m, simtest.Options{Huddle: true, HuddleValues: map[string]any{"failover": true}}))
+	profile, err := timing.ByName(*timingName)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	os.Exit(simtest.Main(m, simtest.Options{Timing: &profile, Huddle: true, HuddleValues: map[string]any{"failover": true}}))
 }
 
 // BenchmarkPodStartLatency creates pods of shared claims (gated by huddle,
