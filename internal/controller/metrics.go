@@ -1,8 +1,12 @@
 package controller
 
 import (
+	"context"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 var (
@@ -37,6 +41,18 @@ var (
 		Name: "huddle_stuck_members_replaced_total",
 		Help: "Pinned members that could not bind, deleted so that their controller recreates them and huddle places them again.",
 	})
+	// reconcileSeconds gives quantiles computed from every reconcile's
+	// time (a streaming summary of the raw samples, within the stated
+	// error), where controller_runtime_reconcile_time_seconds only has
+	// buckets to interpolate in: between its 0.1 s and 0.15 s bounds a
+	// p99 may be anywhere. An hour's window holds a whole scale run.
+	reconcileSeconds = prometheus.NewSummaryVec(prometheus.SummaryOpts{
+		Name:       "huddle_reconcile_seconds",
+		Help:       "Time of each reconcile by controller, quantiles over the last hour from the raw samples.",
+		Objectives: map[float64]float64{0.5: 0.01, 0.9: 0.005, 0.99: 0.001},
+		MaxAge:     time.Hour,
+		AgeBuckets: 6,
+	}, []string{"controller"})
 	recovery = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "huddle_recovery_seconds",
 		Help:    "Time from a huddle leaving Huddled (a disruption) to every member running at home again.",
@@ -45,5 +61,17 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(placementLatency, decisions, huddlesByPhase, evictions, fences, moves, stuckReplaced, recovery)
+	metrics.Registry.MustRegister(placementLatency, decisions, huddlesByPhase, evictions, fences, moves, stuckReplaced, recovery, reconcileSeconds)
+}
+
+// timed records each reconcile's time in reconcileSeconds.
+type timed struct {
+	controller string
+	next       reconcile.Reconciler
+}
+
+func (t timed) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	start := time.Now()
+	defer func() { reconcileSeconds.WithLabelValues(t.controller).Observe(time.Since(start).Seconds()) }()
+	return t.next.Reconcile(ctx, req)
 }

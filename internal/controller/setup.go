@@ -189,7 +189,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.heldForNode), builder.WithPredicates(nodeSchedulingChanged)).
 		WatchesRawSource(source.Channel(cluster.Detached, handler.EnqueueRequestsFromMapFunc(m.heldForNode))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(afterSync{cluster: cluster, next: placer})
+		Complete(timed{"placement", afterSync{cluster: cluster, next: placer}})
 	if err != nil {
 		return err
 	}
@@ -200,7 +200,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.claimOfAttachment)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.huddlesAt), builder.WithPredicates(nodeSchedulingChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(afterSync{cluster: cluster, next: keeper})
+		Complete(timed{"repair", afterSync{cluster: cluster, next: keeper}})
 	if err != nil {
 		return err
 	}
@@ -244,7 +244,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(nodeOfAttachment)).
 			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(nodeOfTerminatingPod)).
 			Watches(&huddlev1.Huddle{}, handler.EnqueueRequestsFromMapFunc(nodeOfStaleHuddle)).
-			Complete(fencer)
+			Complete(timed{"failover", fencer})
 		if err != nil {
 			return err
 		}
@@ -256,7 +256,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&huddlev1.Huddle{}, &handler.EnqueueRequestForObject{}).
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.claimOfAttachment)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		Complete(afterSync{cluster: cluster, next: status})
+		Complete(timed{"huddle-status", afterSync{cluster: cluster, next: status}})
 }
 
 // syncPoll is how often a reconcile that came before the node tracker
