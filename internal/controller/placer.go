@@ -18,7 +18,7 @@ import (
 	"github.com/huddle-io/huddle/internal/placement"
 )
 
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims;persistentvolumes;nodes;namespaces,verbs=get;list;watch
@@ -28,7 +28,7 @@ import (
 
 // Placer releases gated pods: for each, it gathers the pod's claims and
 // their huddles from the caches, asks placement.Decide, and applies the
-// answer with one Update of the pod (narrowed affinity, annotation, gate
+// answer with one patch of the pod (narrowed affinity, annotation, gate
 // removed). Everything it decides is written to the pod, so a restarted
 // Placer picks up where the last one stopped.
 type Placer struct {
@@ -95,7 +95,7 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 		if pod.Annotations[placement.AnnotationHeld] != d.Message {
 			updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
-			if err := r.Client.Update(ctx, updated); err != nil {
+			if err := patchPod(ctx, r.Client, pod, updated); err != nil {
 				return ctrl.Result{}, ignoreConflict(err)
 			}
 			r.Recorder.Event(pod, corev1.EventTypeNormal, d.Reason, d.Message)
@@ -126,7 +126,7 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 	}
 	updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
-	if err := r.Client.Update(ctx, updated); err != nil {
+	if err := patchPod(ctx, r.Client, pod, updated); err != nil {
 		return ctrl.Result{}, ignoreConflict(err)
 	}
 	placementLatency.Observe(r.Clock.Since(pod.CreationTimestamp.Time).Seconds())
@@ -179,6 +179,17 @@ func (r *Placer) markPlacing(ctx context.Context, facts []*ClaimFacts, claim, po
 		return apierrors.IsConflict(err), client.IgnoreNotFound(ignoreConflict(err))
 	}
 	return false, nil
+}
+
+// patchPod writes what updated changes of pod, the cache's trimmed copy
+// (see TrimPod), as one JSON merge patch guarded by pod's
+// resourceVersion, as an Update would be. An Update would send the
+// trimmed pod whole: the API server would refuse it (containers changed)
+// or drop what the trim dropped (other annotations). The patch carries
+// only the changed fields; the lists it replaces whole (schedulingGates,
+// the required node affinity's terms) are kept whole in the cache.
+func patchPod(ctx context.Context, c client.Client, pod, updated *corev1.Pod) error {
+	return c.Patch(ctx, updated, client.MergeFromWithOptions(pod, client.MergeFromWithOptimisticLock{}))
 }
 
 // ignoreConflict turns a write conflict into a quiet retry: the cache is
