@@ -117,7 +117,7 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 			return t.Key == corev1.TaintNodeOutOfService && t.Value == outOfServiceValue
 		})
 		delete(n.Annotations, AnnotationFenced)
-		if err := patchNode(ctx, r.Client, node, n); err != nil {
+		if err := patchTrimmed(ctx, r.Client, node, n); err != nil {
 			return ctrl.Result{}, ignoreConflict(err)
 		}
 		fences.WithLabelValues("unfence").Inc()
@@ -134,7 +134,7 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeOutOfService, Value: outOfServiceValue,
 			Effect: corev1.TaintEffectNoExecute, TimeAdded: &metav1.Time{Time: r.Clock.Now()}})
 		metav1.SetMetaDataAnnotation(&n.ObjectMeta, AnnotationFenced, r.Clock.Now().UTC().Format(time.RFC3339))
-		if err := patchNode(ctx, r.Client, node, n); err != nil {
+		if err := patchTrimmed(ctx, r.Client, node, n); err != nil {
 			return ctrl.Result{}, ignoreConflict(err)
 		}
 		fences.WithLabelValues("fence").Inc()
@@ -146,14 +146,6 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		logger.Info("Fenced node", "node", node.Name, "huddles", len(huddles))
 	}
 	return ctrl.Result{}, nil
-}
-
-// patchNode writes what updated changes of node, the cache's trimmed copy
-// (see TrimNode), as a JSON merge patch guarded by node's
-// resourceVersion: only the changed fields are sent, and the taints it
-// replaces whole are kept whole in the cache.
-func patchNode(ctx context.Context, c client.Client, node, updated *corev1.Node) error {
-	return c.Patch(ctx, updated, client.MergeFromWithOptions(node, client.MergeFromWithOptimisticLock{}))
 }
 
 // deleteTerminating force-deletes the terminating pods bound to a fenced

@@ -95,7 +95,7 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 		if pod.Annotations[placement.AnnotationHeld] != d.Message {
 			updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
-			if err := patchPod(ctx, r.Client, pod, updated); err != nil {
+			if err := patchTrimmed(ctx, r.Client, pod, updated); err != nil {
 				return ctrl.Result{}, ignoreConflict(err)
 			}
 			r.Recorder.Event(pod, corev1.EventTypeNormal, d.Reason, d.Message)
@@ -126,7 +126,7 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 	}
 	updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
-	if err := patchPod(ctx, r.Client, pod, updated); err != nil {
+	if err := patchTrimmed(ctx, r.Client, pod, updated); err != nil {
 		return ctrl.Result{}, ignoreConflict(err)
 	}
 	placementLatency.Observe(r.Clock.Since(pod.CreationTimestamp.Time).Seconds())
@@ -179,17 +179,6 @@ func (r *Placer) markPlacing(ctx context.Context, facts []*ClaimFacts, claim, po
 		return apierrors.IsConflict(err), client.IgnoreNotFound(ignoreConflict(err))
 	}
 	return false, nil
-}
-
-// patchPod writes what updated changes of pod, the cache's trimmed copy
-// (see TrimPod), as one JSON merge patch guarded by pod's
-// resourceVersion, as an Update would be. An Update would send the
-// trimmed pod whole: the API server would refuse it (containers changed)
-// or drop what the trim dropped (other annotations). The patch carries
-// only the changed fields; the lists it replaces whole (schedulingGates,
-// the required node affinity's terms) are kept whole in the cache.
-func patchPod(ctx context.Context, c client.Client, pod, updated *corev1.Pod) error {
-	return c.Patch(ctx, updated, client.MergeFromWithOptions(pod, client.MergeFromWithOptimisticLock{}))
 }
 
 // ignoreConflict turns a write conflict into a quiet retry: the cache is

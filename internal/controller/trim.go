@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -194,4 +195,41 @@ func trimTemplate(t *corev1.PodTemplateSpec) corev1.PodTemplateSpec {
 		}
 	}
 	return out
+}
+
+// placeholder is an annotation that exists only while a patch is made
+// (see patchTrimmed); it is never sent.
+const placeholder = huddlePrefix + "patch-placeholder"
+
+// patchTrimmed writes what updated changes of cached, an object read from
+// a trimmed cache, as one JSON merge patch guarded by cached's
+// resourceVersion, as an Update would be. An Update would send the
+// trimmed object whole: the API server would refuse it (a pod's
+// containers changed) or drop what the trim dropped (others'
+// annotations). The patch carries only the changed fields, and the lists
+// it replaces whole (a pod's schedulingGates and required node affinity
+// terms, a node's taints) are kept whole by the trims.
+//
+// One map needs care: a trimmed object's annotations are huddle's only,
+// and removing the last of them would make the patch null the whole map
+// on the server, everyone's annotations with it. The same placeholder in
+// both keeps the map from ever being empty, so each removed annotation is
+// patched away by itself.
+func patchTrimmed(ctx context.Context, c client.Client, cached, updated client.Object) error {
+	from := cached.DeepCopyObject().(client.Object)
+	for _, o := range []client.Object{from, updated} {
+		a := o.GetAnnotations()
+		if a == nil {
+			a = map[string]string{}
+		}
+		a[placeholder] = ""
+		o.SetAnnotations(a)
+	}
+	err := c.Patch(ctx, updated, client.MergeFromWithOptions(from, client.MergeFromWithOptimisticLock{}))
+	a := updated.GetAnnotations()
+	delete(a, placeholder)
+	if len(a) == 0 {
+		updated.SetAnnotations(nil)
+	}
+	return err
 }
