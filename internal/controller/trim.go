@@ -8,6 +8,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	resourcehelper "k8s.io/component-helpers/resource"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -72,11 +73,18 @@ func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 // repair, status, failover and the indexes read: the node, the scheduling
 // gates (whole: a release patch replaces the list), the claims mounted,
 // the constraints a node must meet (node selector, tolerations, required
-// node affinity with its terms whole: a pin patch replaces them), what
-// the pod requests (containers' resources, sidecars' restart policy,
-// overhead, pod-level resources), the phase, the PodScheduled and Ready
-// conditions and the containers' waiting reasons. Objects of other types
-// pass unchanged; trimming a trimmed pod changes nothing.
+// node affinity with its terms whole: a pin patch replaces them), the
+// phase, the PodScheduled and Ready conditions and the containers'
+// waiting reasons. Objects of other types pass unchanged; trimming a
+// trimmed pod changes nothing.
+//
+// What the pod requests is kept as huddle counts it, not as it is made
+// up: the containers, init containers, overhead and pod-level resources
+// become one container, RequestsContainer, that requests what the whole
+// pod does (Requests is the same for both). Each container's resource
+// lists were half of what remained of a pod; huddle never writes
+// containers, so the patches it makes from a trimmed pod leave them
+// alone.
 func TrimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -86,8 +94,10 @@ func TrimPod(obj any) (any, error) {
 	s := &p.Spec
 	out.Spec = corev1.PodSpec{
 		NodeName: s.NodeName, SchedulingGates: s.SchedulingGates, NodeSelector: s.NodeSelector, Tolerations: s.Tolerations,
-		Overhead: s.Overhead, Resources: s.Resources,
-		Containers: trimContainers(s.Containers), InitContainers: trimContainers(s.InitContainers),
+		Containers: []corev1.Container{{Name: RequestsContainer}},
+	}
+	if r := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}); len(r) > 0 {
+		out.Spec.Containers[0].Resources.Requests = r
 	}
 	if a := s.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
 		out.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
@@ -119,6 +129,10 @@ func TrimPod(obj any) (any, error) {
 	}
 	return out, nil
 }
+
+// RequestsContainer is the one container of a pod in huddle's cache: it
+// requests what the whole pod does (see TrimPod).
+const RequestsContainer = "huddle-requests"
 
 // trimContainers keeps of each container what its requests are computed
 // from: its resources and, for a sidecar, its restart policy.
