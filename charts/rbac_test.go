@@ -46,7 +46,7 @@ func expand(groupResources string, verbs string) []string {
 // default: adding one must change this list.
 func huddleClusterGrants(failover, manageCerts bool) []string {
 	var g []string
-	g = append(g, expand("/pods", "get,list,watch,update,patch")...)
+	g = append(g, expand("/pods", "get,list,watch,patch")...)
 	g = append(g, expand("/pods/eviction", "create")...)
 	g = append(g, expand("/nodes", "get,list,watch")...)
 	if failover {
@@ -54,7 +54,7 @@ func huddleClusterGrants(failover, manageCerts bool) []string {
 		// node's terminating pods, and the release of a deleted node's
 		// volumes (its pods and VolumeAttachments, the release recorded on
 		// the Huddle).
-		g = append(g, "/nodes update", "/pods delete", "storage.k8s.io/volumeattachments delete", "huddle.io/huddles patch")
+		g = append(g, "/nodes patch", "/pods delete", "storage.k8s.io/volumeattachments delete", "huddle.io/huddles patch")
 	}
 	g = append(g, expand("/persistentvolumeclaims /persistentvolumes /namespaces", "get,list,watch")...)
 	g = append(g, expand("storage.k8s.io/volumeattachments storage.k8s.io/csidrivers storage.k8s.io/csinodes storage.k8s.io/storageclasses", "get,list,watch")...)

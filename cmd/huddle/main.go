@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -186,9 +185,9 @@ func run(c runConfig) error {
 		LeaderElectionReleaseOnCancel:       true,
 		LeaderElectionResourceLockInterface: lock,
 		WebhookServer:                       webhook.NewServer(webhook.Options{Host: c.webhookHost, Port: c.webhookPort, CertDir: c.certDir}),
-		// huddle never reads managedFields; on pods they are a large share
-		// of what the informer caches hold.
-		Cache:            cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// Pods, nodes and their owners are cached trimmed to what huddle
+		// reads; every kind without managedFields.
+		Cache:            controller.CacheOptions(),
 		PprofBindAddress: c.pprofAddr,
 	})
 	if err != nil {

@@ -27,7 +27,7 @@ import (
 	"github.com/huddle-io/huddle/internal/placement"
 )
 
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=delete
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=volumeattachments,verbs=delete
 
@@ -117,7 +117,7 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 			return t.Key == corev1.TaintNodeOutOfService && t.Value == outOfServiceValue
 		})
 		delete(n.Annotations, AnnotationFenced)
-		if err := r.Client.Update(ctx, n); err != nil {
+		if err := patchTrimmed(ctx, r.Client, node, n); err != nil {
 			return ctrl.Result{}, ignoreConflict(err)
 		}
 		fences.WithLabelValues("unfence").Inc()
@@ -134,7 +134,7 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: corev1.TaintNodeOutOfService, Value: outOfServiceValue,
 			Effect: corev1.TaintEffectNoExecute, TimeAdded: &metav1.Time{Time: r.Clock.Now()}})
 		metav1.SetMetaDataAnnotation(&n.ObjectMeta, AnnotationFenced, r.Clock.Now().UTC().Format(time.RFC3339))
-		if err := r.Client.Update(ctx, n); err != nil {
+		if err := patchTrimmed(ctx, r.Client, node, n); err != nil {
 			return ctrl.Result{}, ignoreConflict(err)
 		}
 		fences.WithLabelValues("fence").Inc()

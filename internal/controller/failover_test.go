@@ -24,8 +24,11 @@ import (
 // fencerWorld is a fake cluster for the Fencer: claim shop/data, bound to
 // pv-data, attached to home; the pods given; and the deletions made.
 type fencerWorld struct {
-	fencer  *Fencer
+	fencer *Fencer
+	// client reads as huddle's cache does (trimmed); store is the
+	// cluster's whole objects, where the kubelet writes.
 	client  client.Client
+	store   client.Client
 	deleted []string // "name grace=N"
 }
 
@@ -39,7 +42,7 @@ func newFencerWorld(t *testing.T, home *corev1.Node, objs ...client.Object) *fen
 			Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: ptr.To("pv-data")}}}
 	hud := &huddlev1.Huddle{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "data"}}
 	objs = append(objs, home, pv, va, hud)
-	w.client = fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(objs...).
+	w.store = fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(objs...).
 		WithIndex(&storagev1.VolumeAttachment{}, IndexAttachmentNode, func(o client.Object) []string {
 			return []string{o.(*storagev1.VolumeAttachment).Spec.NodeName}
 		}).
@@ -50,20 +53,21 @@ func newFencerWorld(t *testing.T, home *corev1.Node, objs ...client.Object) *fen
 			return nil
 		}).
 		WithIndex(&corev1.Pod{}, indexPodNode, podNode).
-		WithIndex(&huddlev1.Huddle{}, indexStaleNode, staleNode).
-		WithInterceptorFuncs(interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			o := &client.DeleteOptions{}
-			o.ApplyOptions(opts)
-			grace := "default"
-			if o.GracePeriodSeconds != nil && *o.GracePeriodSeconds == 0 {
-				grace = "0"
-			}
-			if o.Preconditions == nil || o.Preconditions.UID == nil || *o.Preconditions.UID != obj.GetUID() {
-				grace += " without a UID precondition"
-			}
-			w.deleted = append(w.deleted, obj.GetName()+" grace="+grace)
-			return c.Delete(ctx, obj, opts...)
-		}}).Build()
+		WithIndex(&huddlev1.Huddle{}, indexStaleNode, staleNode).Build()
+	reads := trimmedReads()
+	w.client = interceptor.NewClient(w.store.(client.WithWatch), interceptor.Funcs{Get: reads.Get, List: reads.List, Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+		o := &client.DeleteOptions{}
+		o.ApplyOptions(opts)
+		grace := "default"
+		if o.GracePeriodSeconds != nil && *o.GracePeriodSeconds == 0 {
+			grace = "0"
+		}
+		if o.Preconditions == nil || o.Preconditions.UID == nil || *o.Preconditions.UID != obj.GetUID() {
+			grace += " without a UID precondition"
+		}
+		w.deleted = append(w.deleted, obj.GetName()+" grace="+grace)
+		return c.Delete(ctx, obj, opts...)
+	}})
 	w.fencer = &Fencer{Client: w.client, Recorder: record.NewFakeRecorder(100), Clock: clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	return w
 }
@@ -84,7 +88,7 @@ func (w *fencerWorld) reconcile(t *testing.T, node string) *corev1.Node {
 func (w *fencerWorld) setReady(t *testing.T, name string, ready bool) {
 	t.Helper()
 	n := &corev1.Node{}
-	if err := w.client.Get(context.Background(), client.ObjectKey{Name: name}, n); err != nil {
+	if err := w.store.Get(context.Background(), client.ObjectKey{Name: name}, n); err != nil {
 		t.Fatal(err)
 	}
 	n.Status.Conditions[0].Status = corev1.ConditionFalse
@@ -93,11 +97,11 @@ func (w *fencerWorld) setReady(t *testing.T, name string, ready bool) {
 		n.Spec.Taints = slices.DeleteFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == TaintShutdown })
 	}
 	status := n.Status
-	if err := w.client.Update(context.Background(), n); err != nil {
+	if err := w.store.Update(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
 	n.Status = status
-	if err := w.client.Status().Update(context.Background(), n); err != nil {
+	if err := w.store.Status().Update(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/huddle-io/huddle/internal/placement"
 )
 
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims;persistentvolumes;nodes;namespaces,verbs=get;list;watch
@@ -28,7 +28,7 @@ import (
 
 // Placer releases gated pods: for each, it gathers the pod's claims and
 // their huddles from the caches, asks placement.Decide, and applies the
-// answer with one Update of the pod (narrowed affinity, annotation, gate
+// answer with one patch of the pod (narrowed affinity, annotation, gate
 // removed). Everything it decides is written to the pod, so a restarted
 // Placer picks up where the last one stopped.
 type Placer struct {
@@ -95,7 +95,7 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 		if pod.Annotations[placement.AnnotationHeld] != d.Message {
 			updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
-			if err := r.Client.Update(ctx, updated); err != nil {
+			if err := patchTrimmed(ctx, r.Client, pod, updated); err != nil {
 				return ctrl.Result{}, ignoreConflict(err)
 			}
 			r.Recorder.Event(pod, corev1.EventTypeNormal, d.Reason, d.Message)
@@ -126,7 +126,7 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 	}
 	updated := placement.Apply(pod, d, func(n string) string { return hostnames[n] })
-	if err := r.Client.Update(ctx, updated); err != nil {
+	if err := patchTrimmed(ctx, r.Client, pod, updated); err != nil {
 		return ctrl.Result{}, ignoreConflict(err)
 	}
 	placementLatency.Observe(r.Clock.Since(pod.CreationTimestamp.Time).Seconds())
