@@ -63,23 +63,23 @@ func TestMain(m *testing.M) {
 //   - fresh: every claim is new, so each huddle is placed from scratch:
 //     its oldest member first, the rest once it is bound;
 //   - home: each claim already has a running member, so every new pod is
-//     pinned to that home (scale-ups and rollouts).
+//     pinned to that home (scale-ups and rollouts);
+//   - provisioned: every claim is new and not provisioned yet, as in a
+//     fresh install (WaitForFirstConsumer, the EBS StorageClass), so both
+//     arms wait for a volume to be made; huddle's followers go to the node
+//     the scheduler chose for the first member as soon as it is chosen.
 func BenchmarkPodStartLatency(b *testing.B) {
 	env := simtest.New(b)
 	env.AddNodes(16, simtest.NodeOptions{CPU: "32", Memory: "128Gi", Pods: 250})
 	lat := newLatencies(env)
 	rounds := 0
-	for _, home := range []bool{false, true} {
-		name := "fresh"
-		if home {
-			name = "home"
-		}
+	for _, name := range []string{"fresh", "home", "provisioned"} {
 		b.Run(name, func(b *testing.B) {
 			stock, huddled, gated, scheduled, follow := &samples{}, &samples{}, &samples{}, &samples{}, &samples{}
 			webhook := webhookMetrics(env)
 			for b.Loop() {
 				rounds++ // names stay unique across -count runs
-				r := lat.round(b, fmt.Sprintf("%s%d", name, rounds), home)
+				r := lat.round(b, fmt.Sprintf("%s%d", name, rounds), name)
 				stock.add(r.stock...)
 				gated.add(r.gated...)
 				scheduled.add(r.scheduled...)
@@ -129,7 +129,7 @@ func report(b *testing.B, stock, huddled, gated, scheduled, follow *samples, w w
 			a.s.q(0.99).Round(time.Millisecond), a.s.q(1).Round(time.Millisecond))
 	}
 	b.Logf("  (huddle pods: gated = create to gate removed, huddle's share; sched = gate removed to bound;")
-	b.Logf("   follow = first member of a fresh huddle bound to each other member released)")
+	b.Logf("   follow = first member of a fresh huddle bound to each other member released; negative when released before it is bound)")
 	b.Logf("huddle's webhook meanwhile, %d calls:", w.apiserver.count)
 	b.Logf("  as kube-apiserver timed it (call, TLS, transport): %5.1f%% within 5ms, %5.1f%% within 25ms", w.apiserver.within(0.005), w.apiserver.within(0.025))
 	b.Logf("  as huddle's handler timed it:                      %5.1f%% within 1ms, %5.1f%% within 10ms", w.handler.within(0.001), w.handler.within(0.01))
@@ -183,17 +183,27 @@ type roundResult struct {
 
 // round creates *podsPerArm pods per arm, in claims of *groupSize,
 // interleaving the arms, and returns each pod's create-to-bound latency.
-// With home, each claim first gets one running member, unmeasured.
-func (l *latencies) round(b *testing.B, tag string, home bool) roundResult {
+// In mode home each claim first gets one running member, unmeasured; in
+// mode provisioned the claims are left to be provisioned.
+func (l *latencies) round(b *testing.B, tag, mode string) roundResult {
 	b.StopTimer()
+	home, provisioned := mode == "home", mode == "provisioned"
 	claims := (*podsPerArm + *groupSize - 1) / *groupSize
 	arms := []string{"huddle", "stock"}
 	for _, arm := range arms {
 		for c := range claims {
-			l.claim(b, fmt.Sprintf("%s-%s-%d", tag, arm, c), arm == "stock")
+			name := fmt.Sprintf("%s-%s-%d", tag, arm, c)
+			if provisioned {
+				l.newClaim(b, name, arm == "stock")
+				continue
+			}
+			l.claim(b, name, arm == "stock")
 		}
 	}
 	l.env.Eventually("claims bound", time.Minute, func() error {
+		if provisioned {
+			return nil
+		}
 		list, err := l.env.Client.CoreV1().PersistentVolumeClaims(l.env.Namespace).List(l.env.Ctx, metav1.ListOptions{})
 		if err != nil {
 			return err
@@ -306,6 +316,19 @@ func (l *latencies) claim(b *testing.B, name string, optOut bool) {
 		c.Annotations = map[string]string{scope.AnnotationShare: "false"}
 	}
 	if _, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Create(env.Ctx, c, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// newClaim creates a claim of the default StorageClass (EBS,
+// WaitForFirstConsumer): its volume is made once the first pod that
+// mounts it is scheduled. Stock claims are opted out of huddle.
+func (l *latencies) newClaim(b *testing.B, name string, optOut bool) {
+	c := l.env.Claim(name)
+	if optOut {
+		c.Annotations = map[string]string{scope.AnnotationShare: "false"}
+	}
+	if _, err := l.env.Client.CoreV1().PersistentVolumeClaims(l.env.Namespace).Create(l.env.Ctx, c, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
 }
