@@ -310,10 +310,13 @@ const ReasonFollowChosen = "PinnedFirstMemberNode"
 // off other nodes meanwhile, so this adds no constraint), else the first
 // member's nominated node, when the scheduler set it for a binding that
 // waits rather than after a preemption (the pod never failed to
-// schedule). Only for a pod of one shared claim: with more, their homes
-// must be reconciled first. ok false: wait for the bind as before.
+// schedule). Only for a pod of one shared claim (with more, their homes
+// must be reconciled first) whose controller recreates it: should the
+// first member end elsewhere after all (its volume could not be made
+// there, say), a pin is final, and only a pod that is replaced gets
+// another. ok false: wait for the bind as before.
 func followChosen(in *Input, shared []*Claim, c *Claim, first string) (Decision, bool) {
-	if len(shared) != 1 {
+	if len(shared) != 1 || !in.Pod.Controlled {
 		return Decision{}, false
 	}
 	var node, how string

@@ -285,10 +285,11 @@ func TestWaitForDetachOfEveryClaim(t *testing.T) {
 // claim's selected node while its volume is made; the first member's
 // nominated node while its binding waits), not once the first member is
 // bound. A nomination after a failed attempt may be a preemption's, which
-// the pod need not end on: wait. So do a stale selected node (the claim
-// bound), a node that cannot take the member, and a pod of two claims.
+// the pod need not end on: wait. So do a node that cannot take the member,
+// a bare pod, and a pod of two claims.
 func TestFollowChosenNode(t *testing.T) {
-	p := gated("p", 1)
+	p := gated("p", 1).controlled()
+	bare := gated("p", 1)
 	three := func() nodeList { return nodeList{node("n1"), node("n2"), node("n3")} }
 	selected := func(node string, members ...Member) Claim {
 		c := claim("ns/data", members...)
@@ -298,7 +299,7 @@ func TestFollowChosenNode(t *testing.T) {
 	nominated := func(node string) Member { m := released("q"); m.Nominated = node; return m }
 	failedThenNominated := nominated("n2")
 	failedThenNominated.UnschedulableSince = t0.Add(-time.Second)
-	elsewhere := gated("p", 1).selector("pool", "other")
+	elsewhere := gated("p", 1).controlled().selector("pool", "other")
 	for _, tc := range []struct {
 		name   string
 		in     *Input
@@ -321,6 +322,8 @@ func TestFollowChosenNode(t *testing.T) {
 			input(elsewhere, three(), selected("n2", elsewhere, released("q"))), Hold, "", ReasonFollowing, "member q is placed first"},
 		{"the first member is bound: home, as before",
 			input(p, three(), selected("n2", p, bound("q", "n2"))), PinHome, "n2", ReasonHome, "member bound there"},
+		{"a bare pod, which nothing would replace were the pin wrong: wait for the bind",
+			input(bare, three(), selected("n2", bare, released("q"))), Hold, "", ReasonFollowing, "member q is placed first"},
 		{"a pod of two claims: wait for the bind",
 			input(p, three(), selected("n2", p, released("q")), claim("ns/logs", p)), Hold, "", ReasonFollowing, "member q is placed first"},
 	} {
