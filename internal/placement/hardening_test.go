@@ -279,3 +279,59 @@ func TestWaitForDetachOfEveryClaim(t *testing.T) {
 		t.Fatalf("split, volume at home: %s %v %s (%s)", d.Action, d.Nodes, d.Reason, d.Message)
 	}
 }
+
+// TestFollowChosenNode: a member of a new huddle goes to the node the
+// scheduler chose for the first member as soon as that is known (the
+// claim's selected node while its volume is made; the first member's
+// nominated node while its binding waits), not once the first member is
+// bound. A nomination after a failed attempt may be a preemption's, which
+// the pod need not end on: wait. So do a node that cannot take the member,
+// a bare pod, and a pod of two claims.
+func TestFollowChosenNode(t *testing.T) {
+	p := gated("p", 1).controlled()
+	bare := gated("p", 1)
+	three := func() nodeList { return nodeList{node("n1"), node("n2"), node("n3")} }
+	selected := func(node string, members ...Member) Claim {
+		c := claim("ns/data", members...)
+		c.SelectedNode = node
+		return c
+	}
+	nominated := func(node string) Member { m := released("q"); m.Nominated = node; return m }
+	failedThenNominated := nominated("n2")
+	failedThenNominated.UnschedulableSince = t0.Add(-time.Second)
+	elsewhere := gated("p", 1).controlled().selector("pool", "other")
+	for _, tc := range []struct {
+		name   string
+		in     *Input
+		action Action
+		nodes  string
+		reason string
+		inMsg  string
+	}{
+		{"the claim's volume is being made on n2 for the first member: follow it there now",
+			input(p, three(), selected("n2", p, released("q"))), PinHome, "n2", ReasonFollowChosen, "its volume is being made there"},
+		{"the scheduler is binding the first member to n3: follow it there now",
+			input(p, three(), claim("ns/data", p, nominated("n3"))), PinHome, "n3", ReasonFollowChosen, "binding first member q to n3"},
+		{"nominated after failing to schedule (a preemption's): wait for the bind",
+			input(p, three(), claim("ns/data", p, failedThenNominated)), Hold, "", ReasonFollowing, "member q is placed first"},
+		{"nothing chosen yet: wait for the bind",
+			input(p, three(), claim("ns/data", p, released("q"))), Hold, "", ReasonFollowing, "member q is placed first"},
+		{"the chosen node went NotReady: wait for the bind",
+			input(p, nodeList{node("n1"), node("n2").notReady()}, selected("n2", p, released("q"))), Hold, "", ReasonFollowing, "member q is placed first"},
+		{"the member may not run on the chosen node: wait for the bind",
+			input(elsewhere, three(), selected("n2", elsewhere, released("q"))), Hold, "", ReasonFollowing, "member q is placed first"},
+		{"the first member is bound: home, as before",
+			input(p, three(), selected("n2", p, bound("q", "n2"))), PinHome, "n2", ReasonHome, "member bound there"},
+		{"a bare pod, which nothing would replace were the pin wrong: wait for the bind",
+			input(bare, three(), selected("n2", bare, released("q"))), Hold, "", ReasonFollowing, "member q is placed first"},
+		{"a pod of two claims: wait for the bind",
+			input(p, three(), selected("n2", p, released("q")), claim("ns/logs", p)), Hold, "", ReasonFollowing, "member q is placed first"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(tc.in)
+			if d.Action != tc.action || strings.Join(d.Nodes, ",") != tc.nodes || d.Reason != tc.reason || !strings.Contains(d.Message, tc.inMsg) {
+				t.Fatalf("got %s %v %s (%s); want %s [%s] %s (%q)", d.Action, d.Nodes, d.Reason, d.Message, tc.action, tc.nodes, tc.reason, tc.inMsg)
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -63,23 +64,23 @@ func TestMain(m *testing.M) {
 //   - fresh: every claim is new, so each huddle is placed from scratch:
 //     its oldest member first, the rest once it is bound;
 //   - home: each claim already has a running member, so every new pod is
-//     pinned to that home (scale-ups and rollouts).
+//     pinned to that home (scale-ups and rollouts);
+//   - provisioned: every claim is new and not provisioned yet, as in a
+//     fresh install (WaitForFirstConsumer, the EBS StorageClass), so both
+//     arms wait for a volume to be made; huddle's followers go to the node
+//     the scheduler chose for the first member as soon as it is chosen.
 func BenchmarkPodStartLatency(b *testing.B) {
 	env := simtest.New(b)
 	env.AddNodes(16, simtest.NodeOptions{CPU: "32", Memory: "128Gi", Pods: 250})
 	lat := newLatencies(env)
 	rounds := 0
-	for _, home := range []bool{false, true} {
-		name := "fresh"
-		if home {
-			name = "home"
-		}
+	for _, name := range []string{"fresh", "home", "provisioned"} {
 		b.Run(name, func(b *testing.B) {
 			stock, huddled, gated, scheduled, follow := &samples{}, &samples{}, &samples{}, &samples{}, &samples{}
 			webhook := webhookMetrics(env)
 			for b.Loop() {
 				rounds++ // names stay unique across -count runs
-				r := lat.round(b, fmt.Sprintf("%s%d", name, rounds), home)
+				r := lat.round(b, fmt.Sprintf("%s%d", name, rounds), name)
 				stock.add(r.stock...)
 				gated.add(r.gated...)
 				scheduled.add(r.scheduled...)
@@ -129,7 +130,7 @@ func report(b *testing.B, stock, huddled, gated, scheduled, follow *samples, w w
 			a.s.q(0.99).Round(time.Millisecond), a.s.q(1).Round(time.Millisecond))
 	}
 	b.Logf("  (huddle pods: gated = create to gate removed, huddle's share; sched = gate removed to bound;")
-	b.Logf("   follow = first member of a fresh huddle bound to each other member released)")
+	b.Logf("   follow = first member of a fresh huddle bound to each other member released; negative when released before it is bound)")
 	b.Logf("huddle's webhook meanwhile, %d calls:", w.apiserver.count)
 	b.Logf("  as kube-apiserver timed it (call, TLS, transport): %5.1f%% within 5ms, %5.1f%% within 25ms", w.apiserver.within(0.005), w.apiserver.within(0.025))
 	b.Logf("  as huddle's handler timed it:                      %5.1f%% within 1ms, %5.1f%% within 10ms", w.handler.within(0.001), w.handler.within(0.01))
@@ -142,10 +143,11 @@ type latencies struct {
 	mu       sync.Mutex
 	bound    map[string]time.Time // pod name -> first seen bound
 	released map[string]time.Time // pod name -> first seen without huddle's gate
+	seen     map[string]time.Time // pod name -> first seen (pods a controller creates)
 }
 
 func newLatencies(env *simtest.Env) *latencies {
-	l := &latencies{env: env, bound: map[string]time.Time{}, released: map[string]time.Time{}}
+	l := &latencies{env: env, bound: map[string]time.Time{}, released: map[string]time.Time{}, seen: map[string]time.Time{}}
 	factory := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(env.Namespace))
 	seen := func(obj any) {
 		p, ok := obj.(*corev1.Pod)
@@ -155,6 +157,9 @@ func newLatencies(env *simtest.Env) *latencies {
 		now := time.Now()
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		if _, ok := l.seen[p.Name]; !ok {
+			l.seen[p.Name] = now
+		}
 		if _, ok := l.released[p.Name]; !ok && !placement.HasGate(p) {
 			l.released[p.Name] = now
 		}
@@ -183,17 +188,27 @@ type roundResult struct {
 
 // round creates *podsPerArm pods per arm, in claims of *groupSize,
 // interleaving the arms, and returns each pod's create-to-bound latency.
-// With home, each claim first gets one running member, unmeasured.
-func (l *latencies) round(b *testing.B, tag string, home bool) roundResult {
+// In mode home each claim first gets one running member, unmeasured; in
+// mode provisioned the claims are left to be provisioned.
+func (l *latencies) round(b *testing.B, tag, mode string) roundResult {
 	b.StopTimer()
+	home, provisioned := mode == "home", mode == "provisioned"
 	claims := (*podsPerArm + *groupSize - 1) / *groupSize
 	arms := []string{"huddle", "stock"}
 	for _, arm := range arms {
 		for c := range claims {
-			l.claim(b, fmt.Sprintf("%s-%s-%d", tag, arm, c), arm == "stock")
+			name := fmt.Sprintf("%s-%s-%d", tag, arm, c)
+			if provisioned {
+				l.newClaim(b, name, arm == "stock")
+				continue
+			}
+			l.claim(b, name, arm == "stock")
 		}
 	}
 	l.env.Eventually("claims bound", time.Minute, func() error {
+		if provisioned {
+			return nil
+		}
 		list, err := l.env.Client.CoreV1().PersistentVolumeClaims(l.env.Namespace).List(l.env.Ctx, metav1.ListOptions{})
 		if err != nil {
 			return err
@@ -218,6 +233,9 @@ func (l *latencies) round(b *testing.B, tag string, home bool) roundResult {
 			}
 		}
 		l.waitRunning(b, anchors)
+	}
+	if provisioned {
+		return l.replicaSetRound(b, tag, claims)
 	}
 	b.StartTimer()
 
@@ -306,6 +324,109 @@ func (l *latencies) claim(b *testing.B, name string, optOut bool) {
 		c.Annotations = map[string]string{scope.AnnotationShare: "false"}
 	}
 	if _, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Create(env.Ctx, c, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// replicaSetRound is a round of mode provisioned: a fresh install's pods
+// come from their controllers, and only pods a controller recreates are
+// placed ahead of their first member's bind. Each huddle is a ReplicaSet
+// of *groupSize replicas mounting its claim; each stock pod a ReplicaSet
+// of one with a claim of its own. ReplicaSets are created at the rate of
+// their pods, interleaving the arms, and each pod's latency runs from its
+// first sight (the informer's) to bound.
+func (l *latencies) replicaSetRound(b *testing.B, tag string, claims int) roundResult {
+	env := l.env
+	b.StartTimer()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / *createRate))
+	defer tick.Stop()
+	var sets []string
+	rs := func(name, claim string, replicas int32) {
+		d := env.Deployment(name, replicas, claim)
+		set := &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: env.Namespace},
+			Spec:       appsv1.ReplicaSetSpec{Replicas: d.Spec.Replicas, Selector: d.Spec.Selector, Template: d.Spec.Template},
+		}
+		set.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("10m")
+		if _, err := env.Client.AppsV1().ReplicaSets(env.Namespace).Create(env.Ctx, set, metav1.CreateOptions{}); err != nil {
+			b.Fatalf("create ReplicaSet %s: %v", name, err)
+		}
+		sets = append(sets, name)
+	}
+	for c := range claims {
+		for _, arm := range []string{"huddle", "stock"} {
+			claim := fmt.Sprintf("%s-%s-%d", tag, arm, c)
+			if arm == "huddle" {
+				for range *groupSize {
+					<-tick.C
+				}
+				rs(claim, claim, int32(*groupSize))
+				continue
+			}
+			// Stock: one pod per claim; the group's other pods get
+			// claims of their own.
+			for i := range *groupSize {
+				<-tick.C
+				name := fmt.Sprintf("%s-%d", claim, i)
+				if i > 0 {
+					l.newClaim(b, name, true)
+					rs(name, name, 1)
+					continue
+				}
+				rs(name, claim, 1)
+			}
+		}
+	}
+	var names []string
+	l.env.Eventually("the ReplicaSets' pods created", time.Minute, func() error {
+		pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		names = names[:0]
+		for _, p := range pods.Items {
+			if strings.HasPrefix(p.Name, tag+"-") {
+				names = append(names, p.Name)
+			}
+		}
+		if want := 2 * claims * *groupSize; len(names) < want {
+			return fmt.Errorf("%d of %d pods", len(names), want)
+		}
+		return nil
+	})
+	l.wait(b, names)
+	b.StopTimer()
+
+	var r roundResult
+	l.mu.Lock()
+	for _, name := range names {
+		d := l.bound[name].Sub(l.seen[name])
+		if strings.Contains(name, "-stock-") {
+			r.stock = append(r.stock, d)
+			continue
+		}
+		r.huddle = append(r.huddle, d)
+		r.gated = append(r.gated, l.released[name].Sub(l.seen[name]))
+		r.scheduled = append(r.scheduled, l.bound[name].Sub(l.released[name]))
+	}
+	l.mu.Unlock()
+	for _, name := range sets {
+		_ = env.Client.AppsV1().ReplicaSets(env.Namespace).Delete(env.Ctx, name, metav1.DeleteOptions{})
+	}
+	l.cleanup(tag)
+	b.StartTimer()
+	return r
+}
+
+// newClaim creates a claim of the default StorageClass (EBS,
+// WaitForFirstConsumer): its volume is made once the first pod that
+// mounts it is scheduled. Stock claims are opted out of huddle.
+func (l *latencies) newClaim(b *testing.B, name string, optOut bool) {
+	c := l.env.Claim(name)
+	if optOut {
+		c.Annotations = map[string]string{scope.AnnotationShare: "false"}
+	}
+	if _, err := l.env.Client.CoreV1().PersistentVolumeClaims(l.env.Namespace).Create(l.env.Ctx, c, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
 }
