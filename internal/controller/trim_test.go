@@ -235,7 +235,8 @@ func TestTrimPodKeepsWhatDecisionsRead(t *testing.T) {
 	unschedulable := realisticPod("web-2", "", "data", false)
 	unschedulable.Spec.NodeName = ""
 	unschedulable.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
-		Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes are available: 3 Insufficient cpu.", LastTransitionTime: metav1.NewTime(time.Date(2026, 1, 1, 0, 2, 0, 0, time.UTC))}}}
+		Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes are available: 3 Insufficient cpu.", LastTransitionTime: metav1.NewTime(time.Date(2026, 1, 1, 0, 2, 0, 0, time.UTC))}},
+		NominatedNodeName: "n2"} // a preemption's
 	terminating := realisticPod("web-3", "n2", "data", false)
 	terminating.DeletionTimestamp, terminating.DeletionGracePeriodSeconds, terminating.Finalizers = &metav1.Time{Time: time.Date(2026, 1, 1, 0, 3, 0, 0, time.UTC)}, ptr.To[int64](30), []string{"example.com/keep"}
 	terminating.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off 5m0s restarting failed container"}}
