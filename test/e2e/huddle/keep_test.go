@@ -3,6 +3,7 @@ package huddle
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -470,9 +471,29 @@ func TestDeletedHomeWhileLeaderless(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	leaderIP := ""
+	for _, p := range before {
+		if p.Name == leader {
+			leaderIP = p.Status.PodIP
+		}
+	}
+	if leaderIP == "" {
+		t.Fatalf("leader %s not among huddle's running pods", leader)
+	}
 	if err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Delete(env.Ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil {
 		t.Fatal(err)
 	}
+	// The deletion must come once the leader is dead, not while its
+	// process, which the kubelet kills only as it sees the pod gone,
+	// still watches: that is another test (TestDeletedHomeFailover).
+	env.Eventually("the killed leader's process gone", 10*time.Second, func() error {
+		conn, err := env.Cluster.Network.Dial(env.Ctx, "tcp", net.JoinHostPort(leaderIP, "8081"))
+		if err != nil {
+			return nil
+		}
+		conn.Close()
+		return fmt.Errorf("%s still answers on %s", leader, leaderIP)
+	})
 	start := time.Now()
 	if err := env.Client.CoreV1().Nodes().Delete(env.Ctx, home, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

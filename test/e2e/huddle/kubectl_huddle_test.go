@@ -9,10 +9,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 	"github.com/huddle-io/huddle/internal/plugin"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
 )
@@ -145,6 +147,24 @@ func TestPluginExplainNoFit(t *testing.T) {
 	if n := eventCount(env, "NoNodeFitsHuddle"); n == 0 {
 		t.Fatal("no NoNodeFitsHuddle event")
 	}
+	// explain reads the Huddle's status, which the status controller
+	// writes after the pods change (at most once a second): wait for it
+	// to show the waiting member and Fits=False.
+	env.Eventually("the Huddle's status shows the shortfall", 30*time.Second, func() error {
+		h, err := env.Huddle("data")
+		if err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(h.Status.Conditions, huddlev1.ConditionFits); c == nil || c.Status != metav1.ConditionFalse {
+			return fmt.Errorf("Fits is %v", c)
+		}
+		for _, m := range h.Status.Members {
+			if m.Pod == waiting {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not among the members %v", waiting, h.Status.Members)
+	})
 	out, err := kubectlHuddle(env, "explain", "pod/"+waiting)
 	if err != nil {
 		t.Fatal(err)
