@@ -104,6 +104,9 @@ func (r *Fencer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		return ctrl.Result{}, err
 	}
 	r.forget(node.Name, true) // a Node of that name exists (again)
+	if err := r.clearMarks(ctx, node.Name); err != nil {
+		return ctrl.Result{}, err
+	}
 	logger := log.FromContext(ctx)
 	ready, shutdown := nodeReady(node), hasTaint(node, TaintShutdown)
 	_, fenced := node.Annotations[AnnotationFenced]
@@ -300,14 +303,18 @@ func (r *Fencer) releaseDeleted(ctx context.Context, name string) (ctrl.Result, 
 		key := client.ObjectKeyFromObject(hud)
 		attached[key] = true
 		mark := parseStale(hud.Annotations[AnnotationStaleAttachment])
-		if mark == nil || mark.node != name {
+		switch {
+		case mark == nil || mark.node != name || !now.Before(mark.until):
+			// No record of this node, or one that outlived its bound
+			// (the attach/detach controller's own wait is over): only a
+			// deletion seen now begins a release.
 			if !gone {
 				continue // not ours to release
 			}
 			if err := r.markStale(ctx, hud, name, now.Add(releaseBound+r.DetachSync+staleMargin), true); err != nil {
 				return ctrl.Result{}, err
 			}
-		} else if !mark.releasing {
+		case !mark.releasing:
 			continue // released already; a VolumeAttachment seen late
 		}
 		users, err := r.deleteUsers(ctx, hud, pods.Items, key)
@@ -333,7 +340,7 @@ func (r *Fencer) releaseDeleted(ctx context.Context, name string) (ctrl.Result, 
 		mark := parseStale(hud.Annotations[AnnotationStaleAttachment])
 		switch {
 		case mark == nil || attached[client.ObjectKeyFromObject(hud)]:
-		case mark.releasing:
+		case mark.releasing && now.Before(mark.until):
 			until := now.Add(r.DetachSync + staleMargin)
 			if err := r.markStale(ctx, hud, name, until, false); err != nil {
 				return ctrl.Result{}, err
@@ -391,6 +398,34 @@ func (r *Fencer) markStale(ctx context.Context, hud *huddlev1.Huddle, node strin
 	return r.Client.Patch(ctx, hud, patch)
 }
 
+// clearMarks removes, from the Huddles, the records of a release from a
+// deleted Node of this name, now that a Node of that name exists (again):
+// its volume detaches the normal way, from a live node, and a record left
+// behind would make a later deletion of this Node, even while Ready,
+// release the volume under a machine that may be writing. An expired hold
+// goes too.
+func (r *Fencer) clearMarks(ctx context.Context, name string) error {
+	marked := &huddlev1.HuddleList{}
+	if err := r.Client.List(ctx, marked, client.MatchingFields{indexStaleNode: name}); err != nil {
+		return err
+	}
+	now := r.Clock.Now()
+	for i := range marked.Items {
+		hud := &marked.Items[i]
+		mark := parseStale(hud.Annotations[AnnotationStaleAttachment])
+		if mark == nil || mark.node != name || (!mark.releasing && now.Before(mark.until)) {
+			continue
+		}
+		patch := client.MergeFrom(hud.DeepCopy())
+		delete(hud.Annotations, AnnotationStaleAttachment)
+		if err := r.Client.Patch(ctx, hud, patch); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		log.FromContext(ctx).Info("Node exists again: dropped the record of its release", "node", name, "huddle", klog.KObj(hud))
+	}
+	return nil
+}
+
 // RecordDeleted writes, on the Huddles whose volumes are attached to a
 // Node just seen deleted with its instance gone (NodeDeleted true), the
 // durable mark that their release has begun. Every replica calls it from
@@ -406,14 +441,21 @@ func (r *Fencer) RecordDeleted(ctx context.Context, name string) {
 		logger.Error(err, "Cannot record the deleted node's attachments")
 		return
 	}
-	until := r.Clock.Now().Add(releaseBound + r.DetachSync + staleMargin)
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Node{}); !apierrors.IsNotFound(err) {
+		return // back already (or unknown): nothing to record
+	}
+	now := r.Clock.Now()
+	until := now.Add(releaseBound + r.DetachSync + staleMargin)
 	for i := range vas.Items {
 		hud, err := r.huddleOf(ctx, &vas.Items[i])
 		if err != nil || hud == nil {
 			continue
 		}
-		if mark := parseStale(hud.Annotations[AnnotationStaleAttachment]); mark != nil && mark.node == name {
-			continue // recorded already
+		if mark := parseStale(hud.Annotations[AnnotationStaleAttachment]); mark != nil && (mark.node == name || now.Before(mark.until)) {
+			// Recorded already, or another node's release or hold is
+			// under way: never overwritten from here (the leader, which
+			// saw this deletion too, releases it in memory).
+			continue
 		}
 		if err := r.markStale(ctx, hud, name, until, true); err != nil {
 			logger.Error(err, "Cannot record the deleted node on its huddle", "huddle", klog.KObj(hud))

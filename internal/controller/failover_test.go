@@ -366,6 +366,72 @@ func TestFencerReleasesWhatAStandbyRecorded(t *testing.T) {
 	}
 }
 
+// TestFencerDropsReleaseOfNodeBack: a record of a release from a deleted
+// Node (here a standby's) is dropped once a Node of that name exists
+// again, so a later deletion of that Node while Ready releases nothing: its
+// machine may be writing. A standby records nothing for a Node that is
+// back, and never overwrites another node's release under way.
+func TestFencerDropsReleaseOfNodeBack(t *testing.T) {
+	w := newFencerWorld(t, unreachable("n1"), mounting(boundPod("web-0", "n1", "100m"), "data"))
+	w.fencer.DetachSync = time.Minute
+	w.deleteNode(t, "n1")
+	w.fencer.RecordDeleted(context.Background(), "n1")
+	if got := w.stale(t); !strings.HasSuffix(got, " releasing") {
+		t.Fatalf("stale attachment %q, want a release recorded", got)
+	}
+	back := newNode("n1").Node
+	if err := w.client.Create(context.Background(), back); err != nil {
+		t.Fatal(err)
+	}
+	w.fencer = &Fencer{Client: w.client, Recorder: record.NewFakeRecorder(100), Clock: w.fencer.Clock, DetachSync: time.Minute}
+	w.reconcile(t, "n1")
+	if got := w.stale(t); got != "" {
+		t.Fatalf("stale attachment %q kept with the Node back, want it dropped", got)
+	}
+	w.fencer.RecordDeleted(context.Background(), "n1")
+	if got := w.stale(t); got != "" {
+		t.Fatalf("a standby recorded %q for a Node that is back", got)
+	}
+	if w.deleteNode(t, "n1") {
+		t.Fatal("a Ready node's deletion was taken as its machine gone")
+	}
+	w.reconcileGone(t, "n1")
+	if len(w.deleted) != 0 {
+		t.Fatalf("deleted %v after a Ready node was deleted, want nothing", w.deleted)
+	}
+
+	other := newFencerWorld(t, unreachable("n2"), mounting(boundPod("web-0", "n2", "100m"), "data"))
+	h := &huddlev1.Huddle{}
+	if err := other.client.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "data"}, h); err != nil {
+		t.Fatal(err)
+	}
+	held := "n9 2026-01-01T00:01:00Z"
+	h.Annotations = map[string]string{AnnotationStaleAttachment: held}
+	if err := other.client.Update(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	other.deleteNode(t, "n2")
+	other.fencer.RecordDeleted(context.Background(), "n2")
+	if got := other.stale(t); got != held {
+		t.Fatalf("stale attachment %q, want another node's hold under way (%q) kept", got, held)
+	}
+
+	// A release record past its bound acts on nothing either.
+	old := newFencerWorld(t, newNode("n1").Node, mounting(boundPod("web-0", "n1", "100m"), "data"))
+	if err := old.client.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "data"}, h); err != nil {
+		t.Fatal(err)
+	}
+	h.Annotations = map[string]string{AnnotationStaleAttachment: "n1 2025-12-31T23:00:00Z releasing"}
+	if err := old.client.Update(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	old.deleteNode(t, "n1")
+	old.reconcileGone(t, "n1")
+	if len(old.deleted) != 0 {
+		t.Fatalf("an expired release record deleted %v, want nothing", old.deleted)
+	}
+}
+
 // TestFencerLeavesNodeDeletedWhileAlive: a Node deleted while its kubelet
 // still reports (Ready, or NotReady without the cloud's shutdown taint),
 // or whose last state the watch missed, may be a live machine still

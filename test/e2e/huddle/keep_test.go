@@ -430,12 +430,12 @@ func TestDeletedHomeFailover(t *testing.T) {
 // leading huddle replica killed (grace 0, its process SIGKILLed) just
 // before the Node goes: no replica leads when the deletion comes. The
 // standby sees it in its cache and writes it on the Huddle
-// (huddle.io/stale-attachment, releasing); then the standby is killed
-// too, so the next leader is a replica started after the deletion, which
-// only that durable record tells. It must release the volume well before
-// the pod garbage collector's 40-second quarantine would even delete the
-// pods. (The chaos soak found a huddle held past a minute this way, and
-// CI saw the killed leader's replacement win the lease.)
+// (huddle.io/stale-attachment, releasing); then every replica is killed,
+// so the next leader is one started after the deletion, which only that
+// durable record tells. It must release the volume (HomeDeleted) within
+// a new replica's start, the lease and a retry. (The chaos soak found a
+// huddle held past a minute this way, and CI saw the killed leader's
+// replacement win the lease.)
 func TestDeletedHomeWhileLeaderless(t *testing.T) {
 	env := simtest.New(t)
 	setHuddleValues(env, map[string]any{"failover": true})
@@ -511,25 +511,29 @@ func TestDeletedHomeWhileLeaderless(t *testing.T) {
 		}
 		return nil
 	})
-	// The standby saw the deletion and recorded it; now it goes too, so
-	// the next leader is a replica started after the deletion, which
-	// knows of it only from the Huddle. (No pod of the huddle is created
-	// until that leader deletes the old ones, so the moments without a
-	// webhook endpoint admit nothing ungated.)
-	for _, p := range before {
-		if p.Name == leader {
-			continue
-		}
+	// The standby saw the deletion and recorded it; now it goes too, and
+	// so does the killed leader's replacement (its cache may have synced
+	// before the deletion), so the next leader is a replica started after
+	// the deletion, which knows of it only from the Huddle. (No pod of the
+	// huddle is created until that leader deletes the old ones, so the
+	// moments without a webhook endpoint admit nothing ungated.)
+	pods, err := env.Cluster.HuddlePods(env.Ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
 		if l, err := env.Cluster.HuddleLeader(env.Ctx); err == nil && l != leader {
-			t.Fatalf("%s leads before the standby is killed: the test needs every replica that saw the deletion gone first", l)
+			t.Fatalf("%s leads before the replicas that saw the deletion are killed: the test needs them gone first", l)
 		}
 		if err := env.Client.CoreV1().Pods(cluster.HuddleNamespace).Delete(env.Ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil && !apierrors.IsNotFound(err) {
 			t.Fatal(err)
 		}
 	}
-	// The chart's lease (15 s) runs out, a new replica takes it over within
-	// a retry period (2 s, jittered up to 1.2x), then releases at once.
-	bound := 15*time.Second + 2400*time.Millisecond + 8*time.Second
+	killed := time.Now()
+	// A new replica starts and syncs (up to 5 s), waits out the lease it
+	// finds (15 s, counted from when it first sees it) and a retry period
+	// (2 s, jittered up to 1.2x), then releases at once.
+	bound := 5*time.Second + 15*time.Second + 2400*time.Millisecond + 8*time.Second
 	env.Eventually("the pods of the deleted node are deleted by the next leader", bound, func() error {
 		for _, p := range env.Pods("app=app") {
 			if p.Spec.NodeName == home {
@@ -540,7 +544,7 @@ func TestDeletedHomeWhileLeaderless(t *testing.T) {
 	})
 	took := time.Since(start).Round(100 * time.Millisecond)
 	next, _ := env.Cluster.HuddleLeader(env.Ctx)
-	t.Logf("pods of the deleted home gone %s after the deletion, with the leader killed just before (bound %s; the pod garbage collector alone: 40 s); next leader %s", took, bound, next)
+	t.Logf("pods of the deleted home gone %s after the deletion, %s after every replica that saw it was killed (bound %s); next leader %s", took, time.Since(killed).Round(100*time.Millisecond), bound, next)
 	moved := together(env, "app=app", 3, time.Minute)
 	if moved == home {
 		t.Fatalf("huddle still on the deleted node %s", home)
