@@ -60,7 +60,11 @@ func BenchmarkIdleHuddles(b *testing.B) {
 		for _, c := range []string{"huddle-status", "repair", "placement"} {
 			d := after["reconcile/"+c] - before["reconcile/"+c]
 			reconciles += d
-			b.Logf("%s: %.0f reconciles in %.0fs, %.2f/s", c, d, secs, d/secs)
+			mean := 0.0
+			if d > 0 {
+				mean = (after["seconds/"+c] - before["seconds/"+c]) / d * 1000
+			}
+			b.Logf("%s: %.0f reconciles in %.0fs, %.2f/s, mean %.2f ms", c, d, secs, d/secs, mean)
 		}
 		requests := after["requests"] - before["requests"]
 		b.Logf("API requests from huddle: %.0f in %.0fs, %.2f/s (%s)", requests, secs, requests/secs, verbs(before, after))
@@ -75,7 +79,8 @@ func BenchmarkIdleHuddles(b *testing.B) {
 }
 
 // scrapeCounters reads huddle's reconcile counts per controller
-// ("reconcile/<controller>") and its API requests, in all ("requests")
+// ("reconcile/<controller>"), the seconds they took
+// ("seconds/<controller>") and its API requests, in all ("requests")
 // and per method ("requests/<METHOD>").
 func scrapeCounters(b *testing.B, env *simtest.Env) map[string]float64 {
 	text, err := env.Cluster.HuddleMetricsText(env.Ctx)
@@ -92,6 +97,13 @@ func scrapeCounters(b *testing.B, env *simtest.Env) map[string]float64 {
 		for _, l := range m.GetLabel() {
 			if l.GetName() == "controller" {
 				out["reconcile/"+l.GetValue()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	for _, m := range families["controller_runtime_reconcile_time_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "controller" {
+				out["seconds/"+l.GetValue()] += m.GetHistogram().GetSampleSum()
 			}
 		}
 	}
