@@ -201,7 +201,9 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 			again = placement.Sooner(again, 5*time.Second)
 		}
 	}
-	r.setWaiting(f.Key, stuck && f.MoveTarget == "" && plan.Action == placement.MoveNone)
+	// With moves off or spec.repair: Report no node change can start a
+	// move; only a change of the flag or the spec (a Huddle event) can.
+	r.setWaiting(f.Key, stuck && f.MoveTarget == "" && plan.Action == placement.MoveNone && in.MinInterval >= 0 && !in.Report)
 	if err := r.markBlocked(ctx, f, plan); err != nil {
 		return 0, err
 	}
