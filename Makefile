@@ -53,7 +53,13 @@ bench-leases: sim-build ## Check node leases of 1,000 simulated nodes all renew 
 
 .PHONY: bench-scale
 bench-scale: sim-build ## Run the scale benchmark: 2,000 nodes, 20,000 pods (~20 min)
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 90m ./test/scale/
+	$(GO) test -run '^$$' -bench ControllerAtScale -benchtime 1x -timeout 90m ./test/scale/
+
+IDLE_HUDDLES ?= 800
+
+.PHONY: bench-idle
+bench-idle: sim-build ## Measure huddle's steady-state reconciles and API requests per second with 800 idle huddles on 80 nodes (~14 min; IDLE_HUDDLES=N)
+	$(GO) test -run '^$$' -bench IdleHuddles -benchtime 1x -timeout 60m ./test/scale/ -args -idle-huddles $(IDLE_HUDDLES) -idle-nodes $$(( $(IDLE_HUDDLES) / 10 ))
 
 # The long chaos soak (docs/soak.md): SOAK_DURATION of faults from seed
 # SOAK_SEED (0: drawn from the clock and printed).

@@ -1,12 +1,14 @@
 package controller
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
@@ -39,6 +41,27 @@ type Cluster struct {
 	// under the node's attach limit may be free, which no Node event
 	// says (see freedSlot).
 	Detached chan event.GenericEvent
+	// changes are told of every node whose state placement reads changed
+	// (see Changes).
+	changes []*NodeChanges
+}
+
+// Changes returns a new collector of node changes for one controller.
+// Call it before the informers start.
+func (c *Cluster) Changes() *NodeChanges {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := &NodeChanges{}
+	c.changes = append(c.changes, n)
+	return n
+}
+
+// changed tells every collector that node changed (see NodeChanges.mark).
+// The caller holds c.mu.
+func (c *Cluster) changed(node string, availability bool) {
+	for _, n := range c.changes {
+		n.mark(node, availability)
+	}
 }
 
 // detachedBuffer is how many detachments wait for the placer before
@@ -80,11 +103,15 @@ func (c *Cluster) CSINodeHandler() cache.ResourceEventHandler {
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		if maps.Equal(c.limits[cn.Name], limits) {
+			return
+		}
 		if limits == nil {
 			delete(c.limits, cn.Name)
 		} else {
 			c.limits[cn.Name] = limits
 		}
+		c.changed(cn.Name, false)
 		if n, ok := c.nodes[cn.Name]; ok {
 			n.AttachLimit = limits
 		}
@@ -143,6 +170,7 @@ func (c *Cluster) attach(v volumeUse, k int64) {
 	if n, ok := c.nodes[v.node]; ok {
 		n.Attached = m
 	}
+	c.changed(v.node, false)
 	if k < 0 {
 		c.freedSlot(v.node)
 	}
@@ -171,6 +199,7 @@ func (c *Cluster) NodeHandler() cache.ResourceEventHandler {
 				c.mu.Lock()
 				delete(c.nodes, n.Name)
 				c.reorder()
+				c.changed(n.Name, true)
 				c.mu.Unlock()
 			}
 		},
@@ -208,7 +237,14 @@ func (c *Cluster) setNode(o any) {
 	defer c.mu.Unlock()
 	pn.Requested = c.requested[n.Name]
 	pn.AttachLimit, pn.Attached = c.limits[n.Name], c.attached[n.Name]
-	_, existed := c.nodes[n.Name]
+	old, existed := c.nodes[n.Name]
+	switch {
+	case !existed || old.Ready != pn.Ready || old.Cordoned != pn.Cordoned ||
+		!equality.Semantic.DeepEqual(old.Taints, pn.Taints) || !maps.Equal(old.Labels, pn.Labels):
+		c.changed(n.Name, true)
+	case !old.Allocatable.Equal(pn.Allocatable):
+		c.changed(n.Name, false)
+	}
 	c.nodes[n.Name] = pn
 	if existed {
 		for i, old := range c.order {
@@ -260,6 +296,7 @@ func (c *Cluster) add(node string, r placement.Resources) {
 	if n, ok := c.nodes[node]; ok {
 		n.Requested = total
 	}
+	c.changed(node, false)
 }
 
 // TrackSync adds the HasSynced of an informer handler registration that

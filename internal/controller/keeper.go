@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,11 +12,13 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 	"github.com/huddle-io/huddle/internal/placement"
@@ -57,6 +60,13 @@ type Keeper struct {
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter // claim key -> limiter
 	blocked  map[string]int           // pod key -> refused evictions in a row
+	// waiting are the claims (namespace/name) of huddles that would move
+	// (spec.move: WhenStuck, a member stuck at home past moveAfter) but
+	// have not started: no other node fits, or a budget or the per-hour
+	// cap stops it. What they wait for comes as node changes and
+	// PodDisruptionBudget events (see Waiting, WaitingIn), not as
+	// a poll.
+	waiting map[string]bool
 }
 
 // Backoff of evictions refused with 429 (a PodDisruptionBudget, or the API
@@ -164,18 +174,36 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 		home, _ = placement.Home(&f.Claim, nodes)
 	})
 	// Look again when a stuck member's wait reaches moveAfter, and while a
-	// move runs.
+	// move runs. A member stuck past moveAfter with no move begun waits
+	// for a node that fits, a budget that allows the evictions or the
+	// per-hour cap: the first two come as events (Waiting, WaitingIn), so
+	// only the cap is a time to look again at, and the safety resync
+	// bounds what no event says. (This was a poll every second for as long
+	// as the member stayed stuck.)
 	var again time.Duration
+	stuck := false
 	if in.WhenStuck || f.MoveTarget != "" {
 		for _, m := range f.Members {
-			if !m.UnschedulableSince.IsZero() {
-				again = placement.Sooner(again, max(time.Second, m.UnschedulableSince.Add(in.After).Sub(in.Now)))
+			if m.UnschedulableSince.IsZero() {
+				continue
 			}
+			due := m.UnschedulableSince.Add(in.After).Sub(in.Now)
+			if due <= 0 {
+				stuck = true
+				due = jittered()
+				if capped := in.LastStarted.Add(in.MinInterval).Sub(in.Now); !in.LastStarted.IsZero() && in.MinInterval > 0 && capped > 0 {
+					due = min(due, capped)
+				}
+			}
+			again = placement.Sooner(again, max(time.Second, due))
 		}
 		if f.MoveTarget != "" {
 			again = placement.Sooner(again, 5*time.Second)
 		}
 	}
+	// With moves off or spec.repair: Report no node change can start a
+	// move; only a change of the flag or the spec (a Huddle event) can.
+	r.setWaiting(f.Key, stuck && f.MoveTarget == "" && plan.Action == placement.MoveNone && in.MinInterval >= 0 && !in.Report)
 	if err := r.markBlocked(ctx, f, plan); err != nil {
 		return 0, err
 	}
@@ -409,6 +437,49 @@ func (r *Keeper) forget(claim string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.limiters, claim)
+	delete(r.waiting, claim)
+}
+
+func (r *Keeper) setWaiting(claim string, waiting bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !waiting {
+		delete(r.waiting, claim)
+		return
+	}
+	if r.waiting == nil {
+		r.waiting = map[string]bool{}
+	}
+	r.waiting[claim] = true
+}
+
+// Waiting maps node changes to the huddles waiting to move: any node
+// whose free resources or availability changed may now fit one.
+func (r *Keeper) Waiting(_ context.Context, changed map[string]bool) []reconcile.Request {
+	if len(changed) == 0 {
+		return nil
+	}
+	return r.waitingIn("")
+}
+
+// WaitingIn maps a PodDisruptionBudget to the huddles of its namespace
+// waiting to move: its status may allow their evictions now.
+func (r *Keeper) WaitingIn(_ context.Context, o client.Object) []reconcile.Request {
+	return r.waitingIn(o.GetNamespace())
+}
+
+// waitingIn lists the waiting huddles of namespace ("" for all).
+func (r *Keeper) waitingIn(namespace string) []reconcile.Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []reconcile.Request
+	for key := range r.waiting {
+		ns, name, _ := strings.Cut(key, "/")
+		if namespace == "" || ns == namespace {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+		}
+	}
+	return out
 }
 
 func apiMessage(err error) string {

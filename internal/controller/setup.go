@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
@@ -48,6 +49,34 @@ const (
 	IndexHuddleHome     = "huddle.io/home"
 	IndexAttachmentNode = "huddle.io/node"
 )
+
+// indexHomeless indexes the Huddles with members and no home: their Fits
+// is judged on every node, so any node's change may change it.
+const indexHomeless = "huddle.io/homeless"
+
+// attachmentNode is the IndexAttachmentNode index function.
+func attachmentNode(o client.Object) []string {
+	if va, ok := o.(*storagev1.VolumeAttachment); ok {
+		return []string{va.Spec.NodeName}
+	}
+	return nil
+}
+
+// huddleHome is the IndexHuddleHome index function.
+func huddleHome(o client.Object) []string {
+	if h, ok := o.(*huddlev1.Huddle); ok && h.Status.Home != "" {
+		return []string{h.Status.Home}
+	}
+	return nil
+}
+
+// homeless is the indexHomeless index function.
+func homeless(o client.Object) []string {
+	if h, ok := o.(*huddlev1.Huddle); ok && h.Status.Home == "" && h.Status.MemberCount > 0 {
+		return []string{"true"}
+	}
+	return nil
+}
 
 // Options configure the controllers.
 type Options struct {
@@ -134,20 +163,13 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := idx.IndexField(ctx, &storagev1.VolumeAttachment{}, IndexAttachmentPV, AttachmentPV); err != nil {
 		return err
 	}
-	if err := idx.IndexField(ctx, &storagev1.VolumeAttachment{}, IndexAttachmentNode, func(o client.Object) []string {
-		if va, ok := o.(*storagev1.VolumeAttachment); ok {
-			return []string{va.Spec.NodeName}
-		}
-		return nil
-	}); err != nil {
+	if err := idx.IndexField(ctx, &storagev1.VolumeAttachment{}, IndexAttachmentNode, attachmentNode); err != nil {
 		return err
 	}
-	if err := idx.IndexField(ctx, &huddlev1.Huddle{}, IndexHuddleHome, func(o client.Object) []string {
-		if h, ok := o.(*huddlev1.Huddle); ok && h.Status.Home != "" {
-			return []string{h.Status.Home}
-		}
-		return nil
-	}); err != nil {
+	if err := idx.IndexField(ctx, &huddlev1.Huddle{}, IndexHuddleHome, huddleHome); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &huddlev1.Huddle{}, indexHomeless, homeless); err != nil {
 		return err
 	}
 	clk := o.Clock
@@ -155,6 +177,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		clk = clock.RealClock{}
 	}
 	cluster := NewCluster()
+	// Taken before the informers start, so no node change is missed.
+	keeperNodes, statusNodes := cluster.Changes(), cluster.Changes()
 	for obj, h := range map[client.Object]toolscache.ResourceEventHandler{
 		&corev1.Pod{}:                 cluster.PodHandler(),
 		&corev1.Node{}:                cluster.NodeHandler(),
@@ -199,6 +223,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&huddlev1.Huddle{}, &handler.EnqueueRequestForObject{}).
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.claimOfAttachment)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(m.huddlesAt), builder.WithPredicates(nodeSchedulingChanged)).
+		Watches(&policyv1.PodDisruptionBudget{}, handler.EnqueueRequestsFromMapFunc(keeper.WaitingIn)).
+		WatchesRawSource(keeperNodes.Source(keeper.Waiting)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(timed{"repair", afterSync{cluster: cluster, next: keeper}})
 	if err != nil {
@@ -255,6 +281,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		Watches(&corev1.PersistentVolumeClaim{}, &handler.EnqueueRequestForObject{}).
 		Watches(&huddlev1.Huddle{}, &handler.EnqueueRequestForObject{}).
 		Watches(&storagev1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(m.claimOfAttachment)).
+		WatchesRawSource(statusNodes.Source(m.statusOfNodes(status.fitMayChange))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(timed{"huddle-status", afterSync{cluster: cluster, next: status}})
 }
@@ -384,6 +411,57 @@ func (m *mapper) huddlesAt(ctx context.Context, o client.Object) []reconcile.Req
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 	}
 	return out
+}
+
+// statusOfNodes maps changed nodes (see NodeChanges) to the Huddles
+// whose status they can change: those at home on a node whose
+// availability changed, or whose free resources changed enough to turn
+// their Fits (fitMayChange); the claims of volumes attached to a node
+// whose availability changed (a volume's node is home only while it is
+// Ready and schedulable); and, on any change, the Huddles with members
+// and no home, whose Fits is judged on every node. Other Huddles are not
+// looked at: at 50,000 of them, most never are between two safety
+// resyncs.
+func (m *mapper) statusOfNodes(fitMayChange func(claim, node string) bool) func(context.Context, map[string]bool) []reconcile.Request {
+	return func(ctx context.Context, changed map[string]bool) []reconcile.Request {
+		seen := map[types.NamespacedName]bool{}
+		var out []reconcile.Request
+		add := func(n types.NamespacedName) {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, reconcile.Request{NamespacedName: n})
+			}
+		}
+		for node, availability := range changed {
+			list := &huddlev1.HuddleList{}
+			if err := m.reader.List(ctx, list, client.MatchingFields{IndexHuddleHome: node}, client.UnsafeDisableDeepCopy); err == nil {
+				for i := range list.Items {
+					key := client.ObjectKeyFromObject(&list.Items[i])
+					if availability || fitMayChange(key.String(), node) {
+						add(key)
+					}
+				}
+			}
+			if !availability {
+				continue
+			}
+			vas := &storagev1.VolumeAttachmentList{}
+			if err := m.reader.List(ctx, vas, client.MatchingFields{IndexAttachmentNode: node}, client.UnsafeDisableDeepCopy); err == nil {
+				for i := range vas.Items {
+					if c, ok := m.claimOf(ctx, &vas.Items[i]); ok {
+						add(c)
+					}
+				}
+			}
+		}
+		list := &huddlev1.HuddleList{}
+		if err := m.reader.List(ctx, list, client.MatchingFields{indexHomeless: "true"}, client.UnsafeDisableDeepCopy); err == nil {
+			for i := range list.Items {
+				add(client.ObjectKeyFromObject(&list.Items[i]))
+			}
+		}
+		return out
+	}
 }
 
 func (m *mapper) claimsOfPod(_ context.Context, o client.Object) []reconcile.Request {

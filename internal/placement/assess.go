@@ -9,6 +9,14 @@ type Assessment struct {
 	// Fits: home (or, without one, some node) can hold the whole demand.
 	Fits      bool
 	Shortfall string
+	// FitsAtHome: Fits was judged on home alone, as
+	// home's free resources plus Bound covering Demand, so a change of
+	// home's free resources alone can be checked against it without
+	// assessing again (see the status controller's node changes).
+	FitsAtHome bool
+	// Bound are the requests of live members bound to home, which home's
+	// requested resources already count.
+	Bound Resources
 }
 
 // Assess judges one claim's huddle with the same rules Decide uses.
@@ -33,7 +41,8 @@ func Assess(c *Claim, nodes Nodes, maxCandidates int) Assessment {
 	case live == 0:
 	case home != "":
 		if n := nodes.Get(home); n != nil {
-			if free := n.Free().Add(alreadyThere(claims, home)); !free.Covers(a.Demand) {
+			a.FitsAtHome, a.Bound = true, alreadyThere(claims, home)
+			if free := n.Free().Add(a.Bound); !free.Covers(a.Demand) {
 				a.Fits, a.Shortfall = false, shortfall(home, free, a.Demand)
 			}
 		}

@@ -4,8 +4,8 @@
 // the eks timing profile (lease renewals every 10 s), as 2,000 simulated
 // nodes renewing every second would measure the API server, not huddle.
 //
-//	go test -run '^$' -bench . -benchtime 1x -timeout 60m ./test/scale/
-//	go test -run '^$' -bench . -benchtime 1x ./test/scale/ -args -nodes 100 -pods 1000 -huddled 250
+//	go test -run '^$' -bench ControllerAtScale -benchtime 1x -timeout 60m ./test/scale/
+//	go test -run '^$' -bench ControllerAtScale -benchtime 1x ./test/scale/ -args -nodes 100 -pods 1000 -huddled 250
 //
 // Without -bench the package boots nothing and runs nothing.
 package scale
