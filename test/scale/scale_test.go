@@ -6,6 +6,7 @@
 //
 //	go test -run '^$' -bench ControllerAtScale -benchtime 1x -timeout 60m ./test/scale/
 //	go test -run '^$' -bench ControllerAtScale -benchtime 1x ./test/scale/ -args -nodes 100 -pods 1000 -huddled 250
+//	go test -run '^$' -bench ControllerAtScale -benchtime 1x ./test/scale/ -args -heap-profile /tmp/huddle.heap
 //
 // Without -bench the package boots nothing and runs nothing.
 package scale
@@ -24,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/huddle-io/huddle/internal/placement"
+	"github.com/huddle-io/huddle/internal/sim/cluster"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
 	"github.com/huddle-io/huddle/internal/sim/timing"
 )
@@ -39,6 +41,8 @@ var (
 	// nodes from 1 s to 5 s, so at 2,000 the wait for them would measure
 	// that client, not huddle.
 	systemPods = flag.Bool("system-pods", false, "run the EKS add-ons' pods on every node, as on EKS")
+	// Read it with: go tool pprof -top -sample_index=inuse_space FILE
+	heapProfile = flag.String("heap-profile", "", "write huddle's heap profile, taken once settled after a garbage collection, to this file")
 )
 
 func TestMain(m *testing.M) {
@@ -47,7 +51,11 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	eks := timing.EKS()
-	os.Exit(simtest.Main(m, simtest.Options{Timing: &eks, Huddle: true, NoSystemPods: !*systemPods}))
+	opts := simtest.Options{Timing: &eks, Huddle: true, NoSystemPods: !*systemPods}
+	if *heapProfile != "" {
+		opts.HuddleValues = map[string]any{"extraArgs": []any{fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort)}}
+	}
+	os.Exit(simtest.Main(m, opts))
 }
 
 // BenchmarkControllerAtScale builds the cluster, waits until it settles
@@ -89,6 +97,16 @@ func BenchmarkControllerAtScale(b *testing.B) {
 		b.Logf("API server: %.0f requests/s from the start to settled (%.0f s), huddle's %.1f/s of them (%.1f%%)", api, took, huddleRate, 100*huddleRate/api)
 		b.ReportMetric(m.gauges["process_resident_memory_bytes"]/(1<<20), "huddle-rss-MiB")
 		b.Logf("huddle: resident memory %.0f MiB, Go heap in use %.0f MiB", m.gauges["process_resident_memory_bytes"]/(1<<20), m.gauges["go_memstats_heap_inuse_bytes"]/(1<<20))
+		if *heapProfile != "" {
+			prof, err := env.Cluster.HuddleHeapProfile(env.Ctx)
+			if err != nil {
+				b.Fatalf("huddle's heap profile: %v", err)
+			}
+			if err := os.WriteFile(*heapProfile, prof, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("huddle's heap profile, after a collection: %s (go tool pprof -top -sample_index=inuse_space %s)", *heapProfile, *heapProfile)
+		}
 		for _, c := range []string{"placement", "repair", "huddle-status", "failover"} {
 			s := m.summaries[c]
 			b.ReportMetric(s.quantiles[0.5]*1000, c+"-p50-ms")

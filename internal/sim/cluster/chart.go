@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -423,25 +424,50 @@ func (c *Cluster) HuddleMetricsText(ctx context.Context) (string, error) {
 		}
 		url = "http://" + net.JoinHostPort(ip, "8080") + "/metrics"
 	}
+	b, err := c.huddleGet(ctx, url)
+	return string(b), err
+}
+
+// HuddlePprofPort is where HuddleHeapProfile looks for the leader's pprof
+// endpoints: install huddle with extraArgs
+// ["--pprof-bind-address=:6060"] to serve them.
+const HuddlePprofPort = 6060
+
+// HuddleHeapProfile fetches the leader's heap profile, taken after a
+// garbage collection (so it shows what is live), from its pprof endpoint
+// (see HuddlePprofPort; chart installs only).
+func (c *Cluster) HuddleHeapProfile(ctx context.Context) ([]byte, error) {
+	if c.huddleLocal {
+		return nil, fmt.Errorf("huddle runs as a local process here; its heap profile is served only from the chart's pods")
+	}
+	ip, err := c.huddleLeaderIP(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.huddleGet(ctx, "http://"+net.JoinHostPort(ip, strconv.Itoa(HuddlePprofPort))+"/debug/pprof/heap?gc=1")
+}
+
+// huddleGet reads url, served by huddle, through the pods' network.
+func (c *Cluster) huddleGet(ctx context.Context, url string) ([]byte, error) {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: c.Network.Dial}}
 	if c.huddleLocal {
 		client.Transport = http.DefaultTransport
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", url, resp.Status)
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	return string(b), nil
+	return b, nil
 }
