@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	volumehelpers "k8s.io/component-helpers/storage/volume"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -156,11 +155,6 @@ func (g *Gatherer) claim(ctx context.Context, namespace, name string) (*ClaimFac
 		return f, nil
 	}
 	f.Object = claim
-	if claim.Status.Phase == corev1.ClaimPending {
-		// Bound, the annotation stays, naming where the first consumer
-		// went once, which a fresh placement need not repeat.
-		f.SelectedNode = claim.Annotations[volumehelpers.AnnSelectedNode]
-	}
 	ns := &corev1.Namespace{}
 	if err := g.Reader.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
 		ns = nil
@@ -318,7 +312,6 @@ func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, claim string, owne
 		Running:     p.Status.Phase == corev1.PodRunning,
 		Done:        p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed,
 		Terminating: p.DeletionTimestamp != nil,
-		Nominated:   p.Status.NominatedNodeName,
 		Controlled:  g.Recreating[ownerKind(p)],
 		OwnerKind:   ownerKind(p),
 		Requests:    Requests(p),

@@ -74,8 +74,7 @@ func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 // gates (whole: a release patch replaces the list), the claims mounted,
 // the constraints a node must meet (node selector, tolerations, required
 // node affinity with its terms whole: a pin patch replaces them), the
-// phase, the nominated node (followers of a new huddle's first member go
-// there), the PodScheduled and Ready conditions and the containers'
+// phase, the PodScheduled and Ready conditions and the containers'
 // waiting reasons. Objects of other types pass unchanged; trimming a
 // trimmed pod changes nothing.
 //
@@ -115,7 +114,7 @@ func TrimPod(obj any) (any, error) {
 			out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{}}})
 		}
 	}
-	out.Status.Phase, out.Status.NominatedNodeName = p.Status.Phase, p.Status.NominatedNodeName
+	out.Status.Phase = p.Status.Phase
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled || c.Type == corev1.PodReady {
 			out.Status.Conditions = append(out.Status.Conditions, c)

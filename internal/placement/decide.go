@@ -198,14 +198,13 @@ func decideShared(in *Input, shared []*Claim) Decision {
 		}
 	}
 
-	// No home: one member at a time; the first placed sets the home. Once
-	// the scheduler has chosen its node, the rest go there at once instead
-	// of waiting for the bind (which waits for the volume to be made).
+	// No home: one member at a time; the first placed sets the home. The
+	// rest wait for its bind, not for the node the scheduler chose before
+	// it (the claim's selected node, the pod's nominated node): a bind
+	// that fails sends the first member back to the scheduler, which may
+	// bind it elsewhere, and a pin is final (see docs/huddle.md).
 	for _, c := range shared {
 		if first := FirstInFlight(c, in.Pod.Name); first != "" {
-			if d, ok := followChosen(in, shared, c, first); ok {
-				return d
-			}
 			return following(c.Key, first)
 		}
 	}
@@ -297,51 +296,6 @@ func FirstInFlight(c *Claim, except string) string {
 func following(claim, first string) Decision {
 	return Decision{Action: Hold, Claim: claim, Reason: ReasonFollowing,
 		Message: fmt.Sprintf("claim %s has no home yet; member %s is placed first and the rest follow it to its node", claim, first)}
-}
-
-// ReasonFollowChosen: a member of a huddle with no home pinned to the node
-// the scheduler chose for the first member, before that member is bound.
-const ReasonFollowChosen = "PinnedFirstMemberNode"
-
-// followChosen pins a member of a new huddle to the node the scheduler has
-// chosen for its first member, if it has chosen and the node can take the
-// member: the claim's selected node while its volume is being provisioned
-// for the first member (the scheduler keeps every other pod of the claim
-// off other nodes meanwhile, so this adds no constraint), else the first
-// member's nominated node, when the scheduler set it for a binding that
-// waits rather than after a preemption (the pod never failed to
-// schedule). Only for a pod of one shared claim (with more, their homes
-// must be reconciled first) whose controller recreates it: should the
-// first member end elsewhere after all (its volume could not be made
-// there, say), a pin is final, and only a pod that is replaced gets
-// another. ok false: wait for the bind as before.
-func followChosen(in *Input, shared []*Claim, c *Claim, first string) (Decision, bool) {
-	if len(shared) != 1 || !in.Pod.Controlled {
-		return Decision{}, false
-	}
-	var node, how string
-	for i := range c.Members {
-		m := &c.Members[i]
-		if m.Name != first {
-			continue
-		}
-		switch {
-		case c.SelectedNode != "":
-			node, how = c.SelectedNode, fmt.Sprintf("the scheduler chose %s for first member %s and its volume is being made there", c.SelectedNode, first)
-		case m.Nominated != "" && m.UnschedulableSince.IsZero():
-			node, how = m.Nominated, fmt.Sprintf("the scheduler is binding first member %s to %s", first, m.Nominated)
-		}
-	}
-	n := in.Nodes.Get(node)
-	if node == "" || unavailable(n) != "" || !newEligibility(shared).allows(n) {
-		return Decision{}, false
-	}
-	d := Decision{Action: PinHome, Nodes: []string{node}, Claim: c.Key, Reason: ReasonFollowChosen, Fits: true,
-		Message: fmt.Sprintf("claim %s home %s (%s)", c.Key, node, how)}
-	if free := n.Free().Add(alreadyThere(shared, node)); !free.Covers(Demand(shared)) {
-		d.Fits, d.Shortfall = false, shortfall(node, free, Demand(shared))
-	}
-	return d, true
 }
 
 // placingInFlight: the member recorded as placed first still exists and

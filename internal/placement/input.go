@@ -150,13 +150,7 @@ type Member struct {
 	Done bool
 	// Terminating: deletion requested; still holds its node and volume.
 	Terminating bool
-	// Nominated is the pod's status.nominatedNodeName while it is not
-	// bound: since Kubernetes 1.35 (KEP-5278) the scheduler writes the
-	// node it chose there when binding waits on PreBind work (a volume
-	// being provisioned, say); after a preemption it names the node the
-	// pod waits for.
-	Nominated string
-	Requests  Resources
+	Requests    Resources
 	// Controlled: the pod's controller is of a kind known to recreate an
 	// evicted or deleted pod (a ReplicaSet, a StatefulSet, or a kind the
 	// operator listed), so huddle may evict it and its replacement is
@@ -260,12 +254,6 @@ type Claim struct {
 	// optimistic concurrency, so two placers with different cache views
 	// cannot both release a first member.
 	Placing string
-	// SelectedNode is the node the scheduler chose for a claim not bound
-	// yet (WaitForFirstConsumer): annotation volume.kubernetes.io/selected-node,
-	// written as the first member's binding starts, before the volume is
-	// provisioned there. While it is set the scheduler lets no other pod of
-	// the claim onto another node.
-	SelectedNode string
 }
 
 // StaleAttachment is a volume's attachment to a deleted node that the

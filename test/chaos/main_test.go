@@ -23,6 +23,10 @@ var (
 	flagEvery    = flag.Duration("every", 4*time.Second, "mean time between two faults")
 )
 
+// unschedulableDeadline is the soak's huddle unschedulableDeadline (chart
+// value; the chart's default is 5m).
+const unschedulableDeadline = time.Minute
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if *flagDuration <= 0 {
@@ -33,5 +37,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "chaos: -seeds and -groups must be at least 1, -nodes at least 3")
 		os.Exit(2)
 	}
-	os.Exit(simtest.Main(m, simtest.Options{Huddle: true, HuddleValues: map[string]any{"failover": true}}))
+	// A pin that can never bind is replaced after unschedulableDeadline;
+	// it is shorter than -unbound here, so the soak sees the replacement
+	// work instead of flagging every such pin before huddle acts (the
+	// chart's 5 minutes would).
+	values := map[string]any{"failover": true, "unschedulableDeadline": unschedulableDeadline.String()}
+	if unschedulableDeadline >= *flagUnbound {
+		fmt.Fprintf(os.Stderr, "chaos: -unbound must be longer than huddle's unschedulableDeadline (%s)\n", unschedulableDeadline)
+		os.Exit(2)
+	}
+	os.Exit(simtest.Main(m, simtest.Options{Huddle: true, HuddleValues: values}))
 }
