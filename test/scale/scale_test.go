@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +60,8 @@ func TestMain(m *testing.M) {
 }
 
 // BenchmarkControllerAtScale builds the cluster, waits until it settles
-// (every pod runs, or none is gated and nothing changes for a minute),
+// (every pod runs, or nothing changes for quiet: then it fails, since a
+// pod not running is stuck),
 // and reports huddle's resident memory, the p50/p90/p99 time of its
 // reconciles over everything it did to get there (huddle_reconcile_seconds:
 // quantiles from the raw samples, not interpolated between histogram
@@ -119,15 +121,24 @@ func BenchmarkControllerAtScale(b *testing.B) {
 	}
 }
 
+// quiet is how long the number of running pods must stay the same
+// before a cluster where some pods do not run counts as settled: longer
+// than huddle's unschedulableDeadline (the chart's 5 minutes), after which
+// a pinned member that cannot bind is replaced, so a pod still not
+// running after it is stuck, not slow.
+const quiet = 6 * time.Minute
+
 // waitSettled waits until every pod runs, or the number running has not
-// changed for a minute: some members may wait
-// Pending at a home that filled up meanwhile (by design they never go
-// elsewhere), and those are counted and reported.
+// changed for quiet, and fails the benchmark if any pod is then not
+// running (issue 8's target at scale: 0 pods stuck gated or pinned and
+// unbound), naming a few.
 func waitSettled(b *testing.B, env *simtest.Env, n int, start time.Time) {
 	lastLog, lastChange, lastRunning := time.Now(), time.Now(), -1
+	var stuck []string
 	env.Eventually(fmt.Sprintf("%d pods settled", n), 60*time.Minute, func() error {
 		time.Sleep(5 * time.Second)
 		running, gated, pending := 0, 0, 0
+		stuck = stuck[:0]
 		opts := metav1.ListOptions{Limit: 5000}
 		for {
 			list, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, opts)
@@ -139,10 +150,14 @@ func waitSettled(b *testing.B, env *simtest.Env, n int, start time.Time) {
 				switch {
 				case p.Status.Phase == corev1.PodRunning:
 					running++
+					continue
 				case placement.HasGate(p):
 					gated++
 				default:
 					pending++
+				}
+				if len(stuck) < 10 {
+					stuck = append(stuck, fmt.Sprintf("%s (node %q, held %q, pinned-by %q)", p.Name, p.Spec.NodeName, p.Annotations[placement.AnnotationHeld], p.Annotations[placement.AnnotationPinnedBy]))
 				}
 			}
 			if list.Continue == "" {
@@ -157,12 +172,14 @@ func waitSettled(b *testing.B, env *simtest.Env, n int, start time.Time) {
 			b.Logf("%d of %d pods running, %d gated, %d pending after %s", running, n, gated, pending, time.Since(start).Round(time.Second))
 			lastLog = time.Now()
 		}
-		// Followers of a first member that waits at full candidates stay
-		// gated (by design), so a gated pod does not mean unsettled.
-		if running < n && time.Since(lastChange) < time.Minute {
+		if running < n && time.Since(lastChange) < quiet {
 			return fmt.Errorf("%d of %d running, %d gated, %d pending", running, n, gated, pending)
 		}
-		b.Logf("settled after %s: %d of %d pods running, %d gated, %d pending (members waiting at a home or candidates that filled up)", time.Since(start).Round(time.Second), running, n, gated, pending)
+		b.ReportMetric(float64(n-running), "pods-not-running")
+		b.Logf("settled after %s: %d of %d pods running, %d gated, %d pending", time.Since(start).Round(time.Second), running, n, gated, pending)
+		if running < n {
+			b.Errorf("%d pods not running %s after the last change (stuck gated or pinned and unbound), e.g. %s", n-running, quiet, strings.Join(stuck, "; "))
+		}
 		return nil
 	})
 }
