@@ -62,9 +62,9 @@ func TestMain(m *testing.M) {
 // BenchmarkControllerAtScale builds the cluster, waits until it settles
 // (every pod runs, or nothing changes for quiet: then it fails, since a
 // pod not running is stuck), and reports huddle's resident memory, the
-// p50/p90/p99 time of its reconciles over everything it did to get there (huddle_reconcile_seconds:
-// quantiles from the raw samples, not interpolated between histogram
-// buckets), and the API server's request rate with huddle's share of it.
+// p50/p90/p99 time of its reconciles over everything it did to get there
+// (huddle_reconcile_seconds: quantiles from the raw samples, not
+// interpolated between histogram buckets), and the API server's request rate with huddle's share of it.
 func BenchmarkControllerAtScale(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
