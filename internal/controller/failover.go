@@ -451,10 +451,13 @@ func (r *Fencer) RecordDeleted(ctx context.Context, name string) {
 		if err != nil || hud == nil {
 			continue
 		}
-		if mark := parseStale(hud.Annotations[AnnotationStaleAttachment]); mark != nil && (mark.node == name || now.Before(mark.until)) {
+		if mark := parseStale(hud.Annotations[AnnotationStaleAttachment]); mark != nil && now.Before(mark.until) {
 			// Recorded already, or another node's release or hold is
 			// under way: never overwritten from here (the leader, which
-			// saw this deletion too, releases it in memory).
+			// saw this deletion too, releases it in memory). A record
+			// past its bound is inert (releaseDeleted ignores it), so a
+			// new deletion of a Node of the same name is recorded over
+			// it.
 			continue
 		}
 		if err := r.markStale(ctx, hud, name, until, true); err != nil {

@@ -366,6 +366,25 @@ func TestFencerReleasesWhatAStandbyRecorded(t *testing.T) {
 	}
 }
 
+// TestFencerRecordsOverItsExpiredRecord: a record of the same node name
+// past its bound (an earlier deletion of a Node of that name: EKS names
+// nodes by their IP) does not stop a standby recording the new deletion,
+// or the next leader would leave the volume to Kubernetes' 6 minutes.
+func TestFencerRecordsOverItsExpiredRecord(t *testing.T) {
+	w := newFencerWorld(t, unreachable("n1"), mounting(boundPod("web-0", "n1", "100m"), "data"))
+	w.fencer.DetachSync = time.Minute
+	w.deleteNode(t, "n1")
+	w.fencer.RecordDeleted(context.Background(), "n1")
+	if got, want := w.stale(t), "n1 2026-01-01T00:07:02Z releasing"; got != want {
+		t.Fatalf("stale attachment %q, want %q", got, want)
+	}
+	w.fencer.Clock.(*clocktesting.FakeClock).Step(8 * time.Minute)
+	w.fencer.RecordDeleted(context.Background(), "n1")
+	if got, want := w.stale(t), "n1 2026-01-01T00:15:02Z releasing"; got != want {
+		t.Fatalf("stale attachment %q after the record expired, want a new one %q", got, want)
+	}
+}
+
 // TestFencerDropsReleaseOfNodeBack: a record of a release from a deleted
 // Node (here a standby's) is dropped once a Node of that name exists
 // again, so a later deletion of that Node while Ready releases nothing: its
