@@ -32,10 +32,14 @@ import (
 // removed). Everything it decides is written to the pod, so a restarted
 // Placer picks up where the last one stopped.
 type Placer struct {
-	Client   client.Client
-	Gatherer *Gatherer
-	Recorder record.EventRecorder
-	Clock    clock.Clock
+	Client client.Client
+	// APIReader reads from the API server, past the cache: the record of
+	// a new huddle's first member is checked there before another is
+	// released (see markPlacing).
+	APIReader client.Reader
+	Gatherer  *Gatherer
+	Recorder  record.EventRecorder
+	Clock     clock.Clock
 	// MissingClaimGrace is how long a pod waits for a claim that does not
 	// exist before it is released anyway.
 	MissingClaimGrace time.Duration
@@ -154,31 +158,66 @@ func mounts(in *placement.Input, key string) bool {
 
 // markPlacing records pod as the member being placed first on the Huddle
 // of claim, creating the Huddle if needed. It asks for a requeue when
-// another writer got there first.
+// another writer got there first, or when the API server (not the cache,
+// which may lag behind it: a pod list without the recorded member, a
+// replica that just took over) says another member recorded as placing
+// is still in flight: two first members released at once land on two
+// nodes and split the huddle.
 func (r *Placer) markPlacing(ctx context.Context, facts []*ClaimFacts, claim, pod string) (bool, error) {
 	for _, f := range facts {
 		if f.Key != claim || f.Object == nil {
 			continue
 		}
-		hud := f.Huddle
-		if hud == nil {
+		now := r.Clock.Now()
+		record := pod + " " + now.UTC().Format(time.RFC3339)
+		hud := &huddlev1.Huddle{}
+		err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(f.Object), hud)
+		if apierrors.IsNotFound(err) {
 			hud = &huddlev1.Huddle{ObjectMeta: metav1.ObjectMeta{Name: f.Object.Name, Namespace: f.Object.Namespace}}
 			if err := controllerutil.SetOwnerReference(f.Object, hud, r.Client.Scheme()); err != nil {
 				return false, err
 			}
-			metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, pod+" "+r.Clock.Now().UTC().Format(time.RFC3339))
+			metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, record)
 			err := r.Client.Create(ctx, hud)
 			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 				return false, nil // the pod goes with its namespace
 			}
 			return apierrors.IsAlreadyExists(err), client.IgnoreAlreadyExists(err)
 		}
-		hud = hud.DeepCopy()
-		metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, pod+" "+r.Clock.Now().UTC().Format(time.RFC3339))
-		err := r.Client.Update(ctx, hud)
+		if err != nil {
+			return false, err
+		}
+		previous := hud.Annotations[AnnotationPlacing]
+		if other := placingOf(hud, now); other != "" && other != pod {
+			inFlight, err := r.inFlight(ctx, hud.Namespace, other)
+			if err != nil || inFlight {
+				if inFlight {
+					log.FromContext(ctx).Info("Not placed first: the API server has another member in flight", "claim", claim, "placing", previous)
+				}
+				return inFlight, err
+			}
+		}
+		metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, record)
+		err = r.Client.Update(ctx, hud)
+		if err == nil && previous != "" {
+			// Worth a line: a record replaced while it lasted (its pod
+			// gone, terminating or done) is how a second first member goes.
+			log.FromContext(ctx).Info("Placing record replaced", "claim", claim, "previous", previous, "now", record)
+		}
 		return apierrors.IsConflict(err), client.IgnoreNotFound(ignoreConflict(err))
 	}
 	return false, nil
+}
+
+// inFlight says whether the pod called name, as the API server has it,
+// exists and may still set its claim's home: not finished, not
+// terminating. A bound one has set it already, which the cache will show.
+func (r *Placer) inFlight(ctx context.Context, namespace, name string) (bool, error) {
+	p := &corev1.Pod{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, p); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed, nil
 }
 
 // ignoreConflict turns a write conflict into a quiet retry: the cache is

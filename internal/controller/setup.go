@@ -203,7 +203,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	workers := max(o.Workers, 1)
 	m := &mapper{reader: mgr.GetClient()}
 
-	placer := &Placer{Client: mgr.GetClient(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk,
+	placer := &Placer{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Gatherer: g, Recorder: mgr.GetEventRecorderFor("huddle"), Clock: clk,
 		MissingClaimGrace: o.MissingClaimGrace, MaxCandidates: o.MaxCandidates}
 	err = ctrl.NewControllerManagedBy(mgr).Named("placement").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.gatedPeers)).

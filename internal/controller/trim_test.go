@@ -447,7 +447,7 @@ func TestPinOverTrimmedPodKeepsUsersFields(t *testing.T) {
 	cluster.setNode(must(TrimNode(home.DeepCopy())))
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC))
 	g := &Gatherer{Reader: c, Scope: scope.Scope{ClusterWide: true}, Cluster: cluster, Clock: clk}
-	placer := &Placer{Client: c, Gatherer: g, Recorder: record.NewFakeRecorder(10), Clock: clk, MissingClaimGrace: time.Minute, MaxCandidates: 16}
+	placer := &Placer{Client: c, APIReader: store, Gatherer: g, Recorder: record.NewFakeRecorder(10), Clock: clk, MissingClaimGrace: time.Minute, MaxCandidates: 16}
 	if _, err := placer.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(want)}); err != nil {
 		t.Fatal(err)
 	}
