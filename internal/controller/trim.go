@@ -74,9 +74,9 @@ func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 // gates (whole: a release patch replaces the list), the claims mounted,
 // the constraints a node must meet (node selector, tolerations, required
 // node affinity with its terms whole: a pin patch replaces them), the
-// phase, the PodScheduled and Ready conditions and the containers'
-// waiting reasons. Objects of other types pass unchanged; trimming a
-// trimmed pod changes nothing.
+// phase, the PodScheduled condition while it is False, the Ready
+// condition's status and the first container's waiting reason. Objects of
+// other types pass unchanged; trimming a trimmed pod changes nothing.
 //
 // What the pod requests is kept as huddle counts it, not as it is made
 // up: the containers, init containers, overhead and pod-level resources
@@ -116,16 +116,21 @@ func TrimPod(obj any) (any, error) {
 	}
 	out.Status.Phase = p.Status.Phase
 	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodScheduled || c.Type == corev1.PodReady {
+		switch {
+		case c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse:
+			// Why and since when it waits (scheduledMessage,
+			// UnschedulableSince); a scheduled pod's is never read.
 			out.Status.Conditions = append(out.Status.Conditions, c)
+		case c.Type == corev1.PodReady:
+			out.Status.Conditions = append(out.Status.Conditions, corev1.PodCondition{Type: c.Type, Status: c.Status})
 		}
 	}
 	for _, c := range p.Status.ContainerStatuses {
-		cs := corev1.ContainerStatus{Name: c.Name}
-		if w := c.State.Waiting; w != nil {
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason}
+		// Only the first waiting reason is read (waitingReason).
+		if w := c.State.Waiting; w != nil && w.Reason != "" {
+			out.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: c.Name, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: w.Reason}}}}
+			break
 		}
-		out.Status.ContainerStatuses = append(out.Status.ContainerStatuses, cs)
 	}
 	return out, nil
 }
