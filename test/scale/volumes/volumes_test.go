@@ -150,7 +150,6 @@ type watcher struct {
 	mu       sync.Mutex
 	selected map[string]time.Time
 	pv       map[string]time.Time // by claim
-	claimOf  map[string]string    // PV name to claim
 	vaSeen   map[string]time.Time // by PV
 	attached map[string]time.Time // by PV
 	running  map[string]time.Time
@@ -158,7 +157,7 @@ type watcher struct {
 
 func watch(env *simtest.Env, nodes []string) *watcher {
 	w := &watcher{
-		selected: map[string]time.Time{}, pv: map[string]time.Time{}, claimOf: map[string]string{},
+		selected: map[string]time.Time{}, pv: map[string]time.Time{},
 		vaSeen: map[string]time.Time{}, attached: map[string]time.Time{}, running: map[string]time.Time{},
 	}
 	first := func(m map[string]time.Time, key string) {
@@ -193,9 +192,6 @@ func watch(env *simtest.Env, nodes []string) *watcher {
 		if !ok || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != env.Namespace {
 			return
 		}
-		w.mu.Lock()
-		w.claimOf[pv.Name] = pv.Spec.ClaimRef.Name
-		w.mu.Unlock()
 		first(w.pv, pv.Spec.ClaimRef.Name)
 	}))
 	_, _ = global.Storage().V1().VolumeAttachments().Informer().AddEventHandler(handler(func(obj any) {
