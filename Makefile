@@ -51,6 +51,13 @@ LEASE_NODES ?= 1000
 bench-leases: sim-build ## Check node leases of 1,000 simulated nodes all renew on time (~5 min; LEASE_NODES=N)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/scale/leases/ -args -nodes $(LEASE_NODES)
 
+VOLUME_NODES ?= 100
+VOLUME_PODS ?= 1000
+
+.PHONY: bench-volumes
+bench-volumes: sim-build ## Measure the simulated EBS provisioner and attacher: 1,000 pods with a claim each on 100 nodes (~4 min; VOLUME_NODES=N VOLUME_PODS=N)
+	$(GO) test -run '^$$' -bench VolumeThroughput -benchtime 1x -timeout 30m ./test/scale/volumes/ -args -nodes $(VOLUME_NODES) -pods $(VOLUME_PODS)
+
 .PHONY: bench-scale
 bench-scale: sim-build ## Run the scale benchmark: 2,000 nodes, 20,000 pods (~20 min)
 	$(GO) test -run '^$$' -bench ControllerAtScale -benchtime 1x -timeout 90m ./test/scale/

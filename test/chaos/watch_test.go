@@ -291,7 +291,8 @@ func (c *checker) onAttachment(va *storagev1.VolumeAttachment, deleted bool) {
 
 // checkAttachments reports a volume attached to two nodes at once for
 // longer than doubleAttachHold. The simulated attacher detaches in the
-// cloud, then writes attached=false: the hold covers that write, during
+// cloud, then removes its finalizer, which deletes the VolumeAttachment:
+// the hold covers that write, during
 // which the cloud (which refuses a second attachment) may already have
 // attached the volume to the next node.
 func (c *checker) checkAttachmentsLocked(now time.Time) {

@@ -200,16 +200,17 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	componentClient := func() (*kubernetes.Clientset, error) { return kubernetes.NewForConfig(cp.Simulator) }
-	attacherClient, err := componentClient()
+	// The EBS CSI controller's sidecars have the API limits the EKS
+	// add-on gives them (ebs.SidecarConfig).
+	attacherClient, err := kubernetes.NewForConfig(ebs.SidecarConfig(cp.Simulator))
 	if err != nil {
 		return nil, err
 	}
-	provisionerClient, err := componentClient()
+	provisionerClient, err := kubernetes.NewForConfig(ebs.SidecarConfig(cp.Simulator))
 	if err != nil {
 		return nil, err
 	}
-	cloudClient, err := componentClient()
+	cloudClient, err := kubernetes.NewForConfig(cp.Simulator)
 	if err != nil {
 		return nil, err
 	}
@@ -237,8 +238,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		})
 	}
 	attacher := ebs.NewAttacher(attacherClient, c.Cloud, factory)
+	// The external-provisioner records its events with its own client,
+	// within its own API limits.
+	provisionerEvents := record.NewBroadcaster(record.WithContext(runCtx))
+	provisionerEvents.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: provisionerClient.CoreV1().Events("")})
 	provisioner := ebs.NewProvisioner(provisionerClient, c.Cloud, factory,
-		broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ebs.csi.aws.com_ebs-csi-controller"}))
+		provisionerEvents.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "ebs.csi.aws.com_ebs-csi-controller"}))
 	instances, err := cloud.NewInstances(cloudClient, c.Cloud, factory, opts.Timing.CloudNodeMonitorPeriod)
 	if err != nil {
 		return nil, err
@@ -250,10 +255,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}
 	c.goRun(func() { c.Kubelets.Run(runCtx, 8) })
-	c.goRun(func() { attacher.Run(runCtx, 8) })
-	c.goRun(func() { provisioner.Run(runCtx, 2) })
+	c.goRun(func() { attacher.Run(runCtx, ebs.SidecarWorkers) })
+	c.goRun(func() { provisioner.Run(runCtx, ebs.SidecarWorkers) })
 	c.goRun(func() { instances.Run(runCtx) })
-	c.goRun(func() { <-runCtx.Done(); broadcaster.Shutdown() })
+	c.goRun(func() { <-runCtx.Done(); broadcaster.Shutdown(); provisionerEvents.Shutdown() })
 
 	fmt.Fprintf(progress, "Registering %d simulated nodes\n", len(opts.Nodes))
 	for _, n := range opts.Nodes {

@@ -89,8 +89,9 @@ type Cloud struct {
 	provision *mathrand.Rand
 	volumes   map[string]*Volume
 	// tokens maps a CreateVolume client token to the request it was used
-	// with.
+	// with; tokenOf is the reverse, so a deletion need not scan them all.
 	tokens    map[string]tokenUse
+	tokenOf   map[string]string
 	instances map[string]*instance
 }
 
@@ -116,6 +117,7 @@ func NewCloud(profile timing.Profile, seed uint64) *Cloud {
 		provision: mathrand.New(mathrand.NewPCG(seed, 3)),
 		volumes:   map[string]*Volume{},
 		tokens:    map[string]tokenUse{},
+		tokenOf:   map[string]string{},
 		instances: map[string]*instance{},
 	}
 }
@@ -149,6 +151,7 @@ func (c *Cloud) CreateVolume(in CreateVolumeInput) (Volume, error) {
 	c.volumes[v.ID] = v
 	if in.ClientToken != "" {
 		c.tokens[in.ClientToken] = tokenUse{in: in, volumeID: v.ID}
+		c.tokenOf[v.ID] = in.ClientToken
 	}
 	return *v, nil
 }
@@ -302,10 +305,9 @@ func (c *Cloud) DeleteVolume(id string) error {
 		return fmt.Errorf("VolumeInUse: Volume %s is currently %s (instance %q)", id, v.State, v.Instance)
 	}
 	delete(c.volumes, id)
-	for token, used := range c.tokens {
-		if used.volumeID == id {
-			delete(c.tokens, token)
-		}
+	if token, ok := c.tokenOf[id]; ok {
+		delete(c.tokens, token)
+		delete(c.tokenOf, id)
 	}
 	return nil
 }
