@@ -95,9 +95,18 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 		return ctrl.Result{}, nil
 	}
+	before := f.MoveTarget
 	moveCheck, err := r.move(ctx, f)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if f.MoveTarget != "" && f.MoveTarget != before {
+		// A move just started (or turned to a new target): evict once the
+		// cache this controller shares with the placer has the move, so
+		// the members' replacements are pinned to the target, not to the
+		// old home. The Huddle's update brings this claim back; the
+		// requeue is in case that event is lost.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	var plan placement.Repair
 	r.Gatherer.Cluster.View(func(nodes placement.Nodes) { plan = placement.PlanRepair(&f.Claim, nodes) })

@@ -206,9 +206,14 @@ func TestPluginMove(t *testing.T) {
 	if err != nil || !strings.Contains(out, "from "+home+" to "+target+", as requested") {
 		t.Fatalf("move --to %s: %v\n%s", target, err, out)
 	}
-	if got := together(env, "app=app", 2, 2*time.Minute); got != target {
-		t.Fatalf("after the move the members run on %s, want %s", got, target)
-	}
+	// Right after the request is answered the members still run at the
+	// old home, together: wait for them on the target.
+	env.Eventually("the members together on "+target, 2*time.Minute, func() error {
+		if got := together(env, "app=app", 2, 2*time.Minute); got != target {
+			return fmt.Errorf("the members run on %s", got)
+		}
+		return nil
+	})
 	env.Eventually("the move recorded as finished", time.Minute, func() error {
 		h := huddled(env, "data", target, 2)
 		if mv := h.Status.LastMove; mv == nil || mv.Result != "Succeeded" || mv.From != home || mv.To != target {
@@ -219,6 +224,12 @@ func TestPluginMove(t *testing.T) {
 		}
 		return nil
 	})
+	// Each member evicted once (an event on the pod and one on the
+	// Huddle): a replacement pinned to the old home would be evicted
+	// again.
+	if n := eventCount(env, "EvictedAwayFromHome"); n != 4 {
+		t.Errorf("%d EvictedAwayFromHome events, want 4 (2 members evicted once each)", n)
+	}
 
 	// A bare pod joins: it has no controller to recreate it at a target.
 	env.Create(env.Pod("bare", "data"))
