@@ -180,7 +180,7 @@ func (g *Gatherer) claim(ctx context.Context, namespace, name string) (*ClaimFac
 	if err := g.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, hud); err == nil {
 		f.Huddle = hud
 		f.Headroom = placement.FromList(hud.Spec.Headroom.List())
-		f.Placing = placingOf(hud, g.Clock.Now())
+		f.Placing, f.PlacingSince = placingOf(hud, g.Clock.Now())
 		f.StaleAttachment = staleAttachmentOf(hud, g.Clock.Now())
 		if mv := hud.Status.LastMove; mv != nil && mv.Finished == nil {
 			f.MoveTarget = mv.To
@@ -200,16 +200,16 @@ const AnnotationPlacing = "huddle.io/placing"
 // go.
 const placingTTL = time.Minute
 
-func placingOf(h *huddlev1.Huddle, now time.Time) string {
+func placingOf(h *huddlev1.Huddle, now time.Time) (string, time.Time) {
 	pod, at, ok := strings.Cut(h.Annotations[AnnotationPlacing], " ")
 	if !ok {
-		return ""
+		return "", time.Time{}
 	}
 	t, err := time.Parse(time.RFC3339, at)
 	if err != nil || now.Sub(t) > placingTTL {
-		return ""
+		return "", time.Time{}
 	}
-	return pod
+	return pod, t
 }
 
 // staleAttachmentOf reads AnnotationStaleAttachment while it lasts.

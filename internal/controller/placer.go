@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -125,7 +126,7 @@ func (r *Placer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		// The first member of a huddle with no home: record it on the
 		// Huddle first, with optimistic concurrency, so no other placer
 		// releases a first member meanwhile.
-		if requeue, err := r.markPlacing(ctx, facts, d.Claim, pod.Name); err != nil || requeue {
+		if requeue, err := r.markPlacing(ctx, facts, pod.Name); err != nil || requeue {
 			return ctrl.Result{Requeue: requeue}, err
 		}
 	}
@@ -157,65 +158,81 @@ func mounts(in *placement.Input, key string) bool {
 }
 
 // markPlacing records pod as the member being placed first on the Huddle
-// of claim, creating the Huddle if needed. It asks for a requeue when
-// another writer got there first, or when the API server (not the cache,
-// which may lag behind it: a pod list without the recorded member, a
-// replica that just took over) says another member recorded as placing
-// is still in flight: two first members released at once land on two
-// nodes and split the huddle.
-func (r *Placer) markPlacing(ctx context.Context, facts []*ClaimFacts, claim, pod string) (bool, error) {
+// of every shared claim it mounts (none has a home, or the pod would be
+// pinned there), creating a Huddle if needed: a pod of two claims
+// recorded on one only would let a first member of the other go too. It
+// asks for a requeue when another writer got there first, or when the API
+// server (not the cache, which may lag behind it: a pod list without the
+// recorded member, a replica that just took over) says another member
+// recorded as placing is still in flight: two first members released at
+// once land on two nodes and split the huddle.
+func (r *Placer) markPlacing(ctx context.Context, facts []*ClaimFacts, pod string) (bool, error) {
 	for _, f := range facts {
-		if f.Key != claim || f.Object == nil {
+		if f.Object == nil || !f.Shared {
 			continue
 		}
-		now := r.Clock.Now()
-		record := pod + " " + now.UTC().Format(time.RFC3339)
-		hud := &huddlev1.Huddle{}
-		err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(f.Object), hud)
-		if apierrors.IsNotFound(err) {
-			hud = &huddlev1.Huddle{ObjectMeta: metav1.ObjectMeta{Name: f.Object.Name, Namespace: f.Object.Namespace}}
-			if err := controllerutil.SetOwnerReference(f.Object, hud, r.Client.Scheme()); err != nil {
-				return false, err
-			}
-			metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, record)
-			err := r.Client.Create(ctx, hud)
-			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-				return false, nil // the pod goes with its namespace
-			}
-			return apierrors.IsAlreadyExists(err), client.IgnoreAlreadyExists(err)
+		if requeue, err := r.markPlacingOn(ctx, f, pod); requeue || err != nil {
+			return requeue, err
 		}
-		if err != nil {
-			return false, err
-		}
-		previous := hud.Annotations[AnnotationPlacing]
-		if other := placingOf(hud, now); other != "" && other != pod {
-			inFlight, err := r.inFlight(ctx, hud.Namespace, other)
-			if err != nil || inFlight {
-				if inFlight {
-					log.FromContext(ctx).Info("Not placed first: the API server has another member in flight", "claim", claim, "placing", previous)
-				}
-				return inFlight, err
-			}
-		}
-		metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, record)
-		err = r.Client.Update(ctx, hud)
-		if err == nil && previous != "" {
-			// Worth a line: a record replaced while it lasted (its pod
-			// gone, terminating or done) is how a second first member goes.
-			log.FromContext(ctx).Info("Placing record replaced", "claim", claim, "previous", previous, "now", record)
-		}
-		return apierrors.IsConflict(err), client.IgnoreNotFound(ignoreConflict(err))
 	}
 	return false, nil
 }
 
-// inFlight says whether the pod called name, as the API server has it,
-// exists and may still set its claim's home: not finished, not
-// terminating. A bound one has set it already, which the cache will show.
-func (r *Placer) inFlight(ctx context.Context, namespace, name string) (bool, error) {
+// markPlacingOn records pod as placing on the Huddle of one claim (see
+// markPlacing).
+func (r *Placer) markPlacingOn(ctx context.Context, f *ClaimFacts, pod string) (bool, error) {
+	claim := f.Key
+	now := r.Clock.Now()
+	record := pod + " " + now.UTC().Format(time.RFC3339)
+	hud := &huddlev1.Huddle{}
+	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(f.Object), hud)
+	if apierrors.IsNotFound(err) {
+		hud = &huddlev1.Huddle{ObjectMeta: metav1.ObjectMeta{Name: f.Object.Name, Namespace: f.Object.Namespace}}
+		if err := controllerutil.SetOwnerReference(f.Object, hud, r.Client.Scheme()); err != nil {
+			return false, err
+		}
+		metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, record)
+		err := r.Client.Create(ctx, hud)
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			return false, nil // the pod goes with its namespace
+		}
+		return apierrors.IsAlreadyExists(err), client.IgnoreAlreadyExists(err)
+	}
+	if err != nil {
+		return false, err
+	}
+	previous := hud.Annotations[AnnotationPlacing]
+	if other, since := placingOf(hud, now); other != "" && other != pod {
+		inFlight, err := r.inFlight(ctx, hud.Namespace, other, since)
+		if err != nil || inFlight {
+			if inFlight {
+				log.FromContext(ctx).Info("Not placed first: the API server has another member in flight", "claim", claim, "placing", previous)
+			}
+			return inFlight, err
+		}
+	}
+	metav1.SetMetaDataAnnotation(&hud.ObjectMeta, AnnotationPlacing, record)
+	err = r.Client.Update(ctx, hud)
+	if err == nil && previous != "" && !strings.HasPrefix(previous, pod+" ") {
+		// Worth a line: a record replaced while it lasted (its pod
+		// gone, terminating or done) is how a second first member goes.
+		log.FromContext(ctx).Info("Placing record replaced", "claim", claim, "previous", previous, "now", record)
+	}
+	return apierrors.IsConflict(err), client.IgnoreNotFound(ignoreConflict(err))
+}
+
+// inFlight says whether the pod called name, recorded as placing since,
+// as the API server has it, exists and may still set its claim's home:
+// not finished, not terminating, not a gated pod of that name created
+// after the record. A bound one has set it already, which the cache will
+// show.
+func (r *Placer) inFlight(ctx context.Context, namespace, name string, since time.Time) (bool, error) {
 	p := &corev1.Pod{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, p); err != nil {
 		return false, client.IgnoreNotFound(err)
+	}
+	if placement.HasGate(p) && p.CreationTimestamp.After(since) {
+		return false, nil
 	}
 	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed, nil
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,5 +95,59 @@ func TestOneFirstMemberWhenTheCacheLags(t *testing.T) {
 	}
 	if !res.Requeue && res.RequeueAfter == 0 {
 		t.Fatalf("the second member is not looked at again: %+v", res)
+	}
+
+	// Once the recorded member terminates on the API server too (drained,
+	// say; a finalizer keeps it), the record holds no one: the next member
+	// goes first.
+	p := stored(first.Name)
+	p.Finalizers = append(p.Finalizers, "example.com/keep")
+	if err := store.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Delete(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := placer(lagging).Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(second)}); err != nil {
+		t.Fatal(err)
+	}
+	if p := stored(second.Name); placement.HasGate(p) {
+		t.Fatalf("the second member still waits for %s, which terminates: held %q", first.Name, p.Annotations[placement.AnnotationHeld])
+	}
+}
+
+// TestFirstMemberRecordedOnEveryClaim: a first member that mounts two
+// claims, neither with a home, is recorded as placing on both Huddles: a
+// pod of the second claim alone, whose cache lags, must find it there.
+func TestFirstMemberRecordedOnEveryClaim(t *testing.T) {
+	objs := append(append(sharedClaim("data"), sharedClaim("logs")...), realisticOwners("data")...)
+	first := realisticPod("web-0", "", "data", true)
+	first.Spec.Volumes = append(first.Spec.Volumes, corev1.Volume{Name: "logs",
+		VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "logs"}}})
+	objs = append(objs, first, realisticPod("web-1", "", "data", true))
+	store := fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(objs...).
+		WithIndex(&corev1.Pod{}, IndexPodClaims, PodClaimKeys).
+		WithIndex(&storagev1.VolumeAttachment{}, IndexAttachmentPV, AttachmentPV).Build()
+	cluster := NewCluster()
+	for _, name := range []string{"n1", "n2"} {
+		n := realisticNode(name)
+		n.Labels["zone"], n.Labels["kubernetes.io/os"] = "a", "linux"
+		cluster.setNode(must(TrimNode(n)))
+	}
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC))
+	g := &Gatherer{Reader: store, Scope: scope.Scope{ClusterWide: true}, Cluster: cluster, Clock: clk}
+	placer := &Placer{Client: store, APIReader: store, Gatherer: g, Recorder: record.NewFakeRecorder(10), Clock: clk, MissingClaimGrace: time.Minute, MaxCandidates: 16}
+	if _, err := placer.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(first)}); err != nil {
+		t.Fatal(err)
+	}
+	p := &corev1.Pod{}
+	if err := store.Get(context.Background(), client.ObjectKeyFromObject(first), p); err != nil || placement.HasGate(p) {
+		t.Fatalf("the first member was not released (%v): held %q", err, p.Annotations[placement.AnnotationHeld])
+	}
+	for _, claim := range []string{"data", "logs"} {
+		hud := &huddlev1.Huddle{}
+		if err := store.Get(context.Background(), client.ObjectKey{Namespace: gatherNS, Name: claim}, hud); err != nil || !strings.HasPrefix(hud.Annotations[AnnotationPlacing], first.Name+" ") {
+			t.Errorf("Huddle %s: placing record %q (%v), want %s", claim, hud.Annotations[AnnotationPlacing], err, first.Name)
+		}
 	}
 }

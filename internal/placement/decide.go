@@ -300,11 +300,15 @@ func following(claim, first string) Decision {
 
 // placingInFlight: the member recorded as placed first still exists and
 // may yet set the home. A recorded member that is gone or terminating (a
-// drain, a rollout) no longer holds the others.
+// drain, a rollout), or replaced by a gated pod of its name created after
+// the record, no longer holds the others.
 func (c *Claim) placingInFlight() bool {
 	for i := range c.Members {
 		if m := &c.Members[i]; m.Name == c.Placing {
-			return m.live() && !m.Terminating
+			// Recorded to the second, so a pod created in the same
+			// second is taken as the one recorded.
+			replaced := m.Gated && !c.PlacingSince.IsZero() && m.Created.Truncate(time.Second).After(c.PlacingSince)
+			return m.live() && !m.Terminating && !replaced
 		}
 	}
 	return false

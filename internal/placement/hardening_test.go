@@ -279,3 +279,28 @@ func TestWaitForDetachOfEveryClaim(t *testing.T) {
 		t.Fatalf("split, volume at home: %s %v %s (%s)", d.Action, d.Nodes, d.Reason, d.Message)
 	}
 }
+
+// TestRecordOfAReplacedFirstMember: the first member recorded as placing
+// is deleted and a new pod of its name (a StatefulSet's) is created,
+// gated, within the record's minute. That pod is not the one released:
+// it does not hold the others (who would wait for it while it waits for
+// them, the older, until the record expired), and the oldest gated member
+// goes first.
+func TestRecordOfAReplacedFirstMember(t *testing.T) {
+	web1 := gated("web-1", 2) // created 2 min ago
+	web0 := gated("web-0", 0) // the recreated web-0, created now
+	c := claim("ns/data", web1, web0)
+	c.Placing, c.PlacingSince = "web-0", t0.Add(-30*time.Second)
+	if first := FirstInFlight(&c, "web-1"); first != "" {
+		t.Fatalf("web-1 follows %q, the new pod of a recorded name", first)
+	}
+	d := Decide(input(web1, nodeList{node("n1"), node("n2")}, c))
+	if d.Action != PinCandidates {
+		t.Fatalf("web-1, the oldest gated member: %s %s (%s), want it placed first", d.Action, d.Reason, d.Message)
+	}
+	// The recorded pod itself, created before its record: it holds.
+	c.PlacingSince = t0.Add(time.Second)
+	if first := FirstInFlight(&c, "web-1"); first != "web-0" {
+		t.Fatalf("web-1 follows %q, want web-0, recorded after it was created", first)
+	}
+}

@@ -254,6 +254,10 @@ type Claim struct {
 	// optimistic concurrency, so two placers with different cache views
 	// cannot both release a first member.
 	Placing string
+	// PlacingSince is when Placing was recorded: a gated member of that
+	// name created later is a new pod of a reused name (a StatefulSet's),
+	// not the one released, and does not hold the others.
+	PlacingSince time.Time
 }
 
 // StaleAttachment is a volume's attachment to a deleted node that the
