@@ -90,6 +90,9 @@ func TrimPod(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
+	if !mountsClaims(p) {
+		return trimPlainPod(p), nil
+	}
 	out := &corev1.Pod{TypeMeta: p.TypeMeta, ObjectMeta: trimMeta(&p.ObjectMeta)}
 	s := &p.Spec
 	out.Spec = corev1.PodSpec{
@@ -133,6 +136,40 @@ func TrimPod(obj any) (any, error) {
 		}
 	}
 	return out, nil
+}
+
+// mountsClaims says whether a pod mounts a claim (a PersistentVolumeClaim
+// or a generic ephemeral volume), which is what makes it a member of a
+// huddle.
+func mountsClaims(p *corev1.Pod) bool {
+	for _, v := range p.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil || v.Ephemeral != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// trimPlainPod trims a pod that mounts no claim, most pods of most
+// clusters, further: huddle reads of it only what it takes from its node
+// (its requests while it is bound and not finished) and, on a node
+// failover fences, whether it is terminating (to delete it, by UID). Its
+// labels, owners, constraints and conditions are never read: it is no
+// member of any huddle, and its claims cannot change (a pod's volumes
+// are immutable).
+func trimPlainPod(p *corev1.Pod) *corev1.Pod {
+	out := &corev1.Pod{TypeMeta: p.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+		CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
+		DeletionGracePeriodSeconds: p.DeletionGracePeriodSeconds,
+	}}
+	out.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName, SchedulingGates: p.Spec.SchedulingGates,
+		Containers: []corev1.Container{{Name: RequestsContainer}}}
+	if r := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}); len(r) > 0 {
+		out.Spec.Containers[0].Resources.Requests = r
+	}
+	out.Status.Phase = p.Status.Phase
+	return out
 }
 
 // RequestsContainer is the one container of a pod in huddle's cache: it

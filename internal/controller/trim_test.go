@@ -510,3 +510,33 @@ func TestFenceOverTrimmedNodeKeepsTheNode(t *testing.T) {
 		t.Errorf("unfenced node:\n%+v\nwant\n%+v", got, n)
 	}
 }
+
+// TestTrimPlainPod: a pod that mounts no claim (no huddle's member) is
+// cached with what its node's usage and failover read: identity, node,
+// phase, deletion, and its requests as the scheduler counts them (init
+// containers, sidecars, overhead); nothing else.
+func TestTrimPlainPod(t *testing.T) {
+	p := realisticPod("web-0", "n1", "data", false)
+	p.Spec.Volumes = slices.DeleteFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.PersistentVolumeClaim != nil || v.Ephemeral != nil })
+	p.Spec.Overhead = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")}
+	p.DeletionTimestamp = &metav1.Time{Time: time.Date(2026, 1, 1, 0, 3, 0, 0, time.UTC)}
+	got := must(TrimPod(p.DeepCopy())).(*corev1.Pod)
+	if !reflect.DeepEqual(Requests(got), Requests(p)) {
+		t.Errorf("requests %+v, want %+v as the whole pod's", Requests(got), Requests(p))
+	}
+	if got.Name != p.Name || got.Namespace != p.Namespace || got.UID != p.UID || got.ResourceVersion != p.ResourceVersion ||
+		got.Spec.NodeName != "n1" || got.Status.Phase != corev1.PodRunning || !got.DeletionTimestamp.Equal(p.DeletionTimestamp) {
+		t.Errorf("lost what node usage or failover reads: %+v", got)
+	}
+	if got.Labels != nil || got.Annotations != nil || got.OwnerReferences != nil || got.Spec.Tolerations != nil || got.Spec.Affinity != nil ||
+		got.Spec.NodeSelector != nil || got.Spec.Volumes != nil || got.Status.Conditions != nil || got.Status.ContainerStatuses != nil {
+		t.Errorf("a pod of no huddle kept what is never read of it: %+v", got)
+	}
+	if again := must(TrimPod(got.DeepCopy())); !reflect.DeepEqual(again, got) {
+		t.Errorf("trimming twice changes the pod:\nonce  %+v\ntwice %+v", got, again)
+	}
+	member := must(TrimPod(realisticPod("web-1", "n1", "data", false))).(*corev1.Pod)
+	if member.Labels == nil || member.OwnerReferences == nil || member.Spec.Volumes == nil {
+		t.Errorf("a member was trimmed as a pod of no huddle: %+v", member)
+	}
+}
