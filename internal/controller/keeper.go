@@ -67,6 +67,47 @@ type Keeper struct {
 	// PodDisruptionBudget events (see Waiting, WaitingIn), not as
 	// a poll.
 	waiting map[string]bool
+	// wrote are the claims whose Huddle this keeper just wrote a move
+	// to, with the resourceVersion it read before the write and when:
+	// until the cache has a newer Huddle, repair waits (behindMove).
+	wrote map[string]wroteMove
+}
+
+// wroteMove is a move written to a Huddle whose cache may not have it yet.
+type wroteMove struct {
+	before string
+	at     time.Time
+}
+
+// moveCacheWait bounds how long repair waits for the cache to show a move
+// this keeper wrote: a watch event lost past it is made up for by the
+// resourceVersion conflicts of any write.
+const moveCacheWait = 10 * time.Second
+
+func (r *Keeper) wroteMove(claim, before string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.wrote == nil {
+		r.wrote = map[string]wroteMove{}
+	}
+	r.wrote[claim] = wroteMove{before: before, at: r.Clock.Now()}
+}
+
+// behindMove says whether the cache still has the Huddle this keeper read
+// before it wrote a move to it (see wrote), and forgets the write once
+// the cache has moved on or the wait is over.
+func (r *Keeper) behindMove(f *ClaimFacts) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w, ok := r.wrote[f.Key]
+	if !ok {
+		return false
+	}
+	if f.Huddle.ResourceVersion == w.before && r.Clock.Since(w.at) < moveCacheWait {
+		return true
+	}
+	delete(r.wrote, f.Key)
+	return false
 }
 
 // Backoff of evictions refused with 429 (a PodDisruptionBudget, or the API
@@ -95,7 +136,13 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		}
 		return ctrl.Result{}, nil
 	}
-	before := f.MoveTarget
+	if r.behindMove(f) {
+		// The cache does not have the move this keeper just wrote yet:
+		// repair from it would not know the move (a StuckMember warning
+		// telling a moving huddle to move, say).
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	before, seen := f.MoveTarget, f.Huddle.ResourceVersion
 	moveCheck, err := r.move(ctx, f)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -106,6 +153,7 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		// the members' replacements are pinned to the target, not to the
 		// old home. The Huddle's update brings this claim back; the
 		// requeue is in case that event is lost.
+		r.wroteMove(f.Key, seen)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	var plan placement.Repair
@@ -447,6 +495,7 @@ func (r *Keeper) forget(claim string) {
 	defer r.mu.Unlock()
 	delete(r.limiters, claim)
 	delete(r.waiting, claim)
+	delete(r.wrote, claim)
 }
 
 func (r *Keeper) setWaiting(claim string, waiting bool) {

@@ -532,3 +532,57 @@ func TestKeeperMoveRequest(t *testing.T) {
 		t.Error("a request at 12:00:00.5 answered as 12:00:00 reads as pending")
 	}
 }
+
+// staleHuddle reads every Huddle as it was before (a cache that has not
+// seen the keeper's own write yet) and the rest as reader has it.
+type staleHuddle struct {
+	client.Reader
+	h *huddlev1.Huddle
+}
+
+func (s staleHuddle) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if h, ok := obj.(*huddlev1.Huddle); ok {
+		s.h.DeepCopyInto(h)
+		return nil
+	}
+	return s.Reader.Get(ctx, key, obj, opts...)
+}
+
+// TestKeeperWaitsForItsMoveInTheCache: a WhenStuck move starts (recorded,
+// nothing evicted yet); a reconcile brought by a pod event before the
+// cache has the Huddle's update acts on nothing (before, it warned the
+// stuck member's pod and the Huddle to set spec.move: WhenStuck, on a
+// huddle already moving); once the cache has the move, the members at the
+// old home and the stuck one are replaced.
+func TestKeeperWaitsForItsMoveInTheCache(t *testing.T) {
+	w := newWorld(huddlev1.HuddleSpec{Move: huddlev1.MoveWhenStuck}).node("n1", 1000).node("n2", 4000)
+	f := newFixture(t, w, options, running(pod("a", "ReplicaSet"), "n1"), running(pod("b", "ReplicaSet"), "n1"),
+		stuckPod(pod("c", "ReplicaSet"), "claim shop/data home n1", 6*time.Minute))
+	before := f.huddle(t)
+	f.reconcile(t)
+	if mv := f.huddle(t).Status.LastMove; mv == nil || mv.To != "n2" {
+		t.Fatalf("no move to n2 started: %+v", mv)
+	}
+	if len(f.evictions) != 0 {
+		t.Fatalf("evicted %d in the reconcile that started the move, want 0", len(f.evictions))
+	}
+	f.drain()
+
+	f.keeper.Gatherer.Reader = staleHuddle{Reader: f.client, h: before}
+	if res := f.reconcile(t); res.RequeueAfter == 0 {
+		t.Errorf("a reconcile behind the move is not looked at again: %+v", res)
+	}
+	if events := f.drain(); events != "" || len(f.evictions) != 0 {
+		t.Fatalf("a reconcile behind the move acted: evictions %d, events:\n%s", len(f.evictions), events)
+	}
+
+	f.keeper.Gatherer.Reader = f.client
+	f.reconcile(t)
+	evicted := map[string]bool{}
+	for _, e := range f.evictions {
+		evicted[e.Name] = true
+	}
+	if !evicted["a"] || !evicted["b"] || !evicted["c"] {
+		t.Fatalf("evicted %v once the cache has the move, want a, b and c", evicted)
+	}
+}

@@ -31,16 +31,9 @@ import (
 func TestOneFirstMemberWhenTheCacheLags(t *testing.T) {
 	objs := append(sharedClaim("data"), realisticOwners("data")...)
 	first, second := realisticPod("web-0", "", "data", true), realisticPod("web-1", "", "data", true)
-	var nodes []*corev1.Node
-	for _, name := range []string{"n1", "n2", "n3"} {
-		n := realisticNode(name)
-		n.Labels["zone"], n.Labels["kubernetes.io/os"] = "a", "linux" // the members' affinity and selector
-		nodes = append(nodes, n)
-	}
 	objs = append(objs, first, second)
-	store := fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(objs...).
-		WithIndex(&corev1.Pod{}, IndexPodClaims, PodClaimKeys).
-		WithIndex(&storagev1.VolumeAttachment{}, IndexAttachmentPV, AttachmentPV).Build()
+	w := newPlacerWorld(t, objs...)
+	store := w.store
 	lagging := interceptor.NewClient(store, interceptor.Funcs{
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 			if err := c.List(ctx, list, opts...); err != nil {
@@ -58,15 +51,7 @@ func TestOneFirstMemberWhenTheCacheLags(t *testing.T) {
 			return nil
 		},
 	})
-	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC))
-	placer := func(reader client.Client) *Placer {
-		cluster := NewCluster()
-		for _, n := range nodes {
-			cluster.setNode(must(TrimNode(n.DeepCopy())))
-		}
-		g := &Gatherer{Reader: reader, Scope: scope.Scope{ClusterWide: true}, Cluster: cluster, Clock: clk}
-		return &Placer{Client: reader, APIReader: store, Gatherer: g, Recorder: record.NewFakeRecorder(10), Clock: clk, MissingClaimGrace: time.Minute, MaxCandidates: 16}
-	}
+	placer := w.placerOn
 	stored := func(name string) *corev1.Pod {
 		p := &corev1.Pod{}
 		if err := store.Get(context.Background(), client.ObjectKey{Namespace: gatherNS, Name: name}, p); err != nil {
@@ -125,18 +110,8 @@ func TestFirstMemberRecordedOnEveryClaim(t *testing.T) {
 	first.Spec.Volumes = append(first.Spec.Volumes, corev1.Volume{Name: "logs",
 		VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "logs"}}})
 	objs = append(objs, first, realisticPod("web-1", "", "data", true))
-	store := fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(objs...).
-		WithIndex(&corev1.Pod{}, IndexPodClaims, PodClaimKeys).
-		WithIndex(&storagev1.VolumeAttachment{}, IndexAttachmentPV, AttachmentPV).Build()
-	cluster := NewCluster()
-	for _, name := range []string{"n1", "n2"} {
-		n := realisticNode(name)
-		n.Labels["zone"], n.Labels["kubernetes.io/os"] = "a", "linux"
-		cluster.setNode(must(TrimNode(n)))
-	}
-	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC))
-	g := &Gatherer{Reader: store, Scope: scope.Scope{ClusterWide: true}, Cluster: cluster, Clock: clk}
-	placer := &Placer{Client: store, APIReader: store, Gatherer: g, Recorder: record.NewFakeRecorder(10), Clock: clk, MissingClaimGrace: time.Minute, MaxCandidates: 16}
+	w := newPlacerWorld(t, objs...)
+	store, placer := w.store, w.placerOn(w.store)
 	if _, err := placer.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(first)}); err != nil {
 		t.Fatal(err)
 	}
@@ -150,4 +125,35 @@ func TestFirstMemberRecordedOnEveryClaim(t *testing.T) {
 			t.Errorf("Huddle %s: placing record %q (%v), want %s", claim, hud.Annotations[AnnotationPlacing], err, first.Name)
 		}
 	}
+}
+
+// placerWorld is an API server (store) holding objs, three nodes the
+// realistic members may use, and a clock: placerOn makes a placer that
+// reads its cache through reader and the API server through store.
+type placerWorld struct {
+	store client.WithWatch
+	nodes []*corev1.Node
+	clk   *clocktesting.FakeClock
+}
+
+func newPlacerWorld(t *testing.T, objs ...client.Object) *placerWorld {
+	w := &placerWorld{clk: clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 5, 0, 0, time.UTC))}
+	for _, name := range []string{"n1", "n2", "n3"} {
+		n := realisticNode(name)
+		n.Labels["zone"], n.Labels["kubernetes.io/os"] = "a", "linux" // the members' affinity and selector
+		w.nodes = append(w.nodes, n)
+	}
+	w.store = fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(objs...).
+		WithIndex(&corev1.Pod{}, IndexPodClaims, PodClaimKeys).
+		WithIndex(&storagev1.VolumeAttachment{}, IndexAttachmentPV, AttachmentPV).Build()
+	return w
+}
+
+func (w *placerWorld) placerOn(reader client.Client) *Placer {
+	cluster := NewCluster()
+	for _, n := range w.nodes {
+		cluster.setNode(must(TrimNode(n.DeepCopy())))
+	}
+	g := &Gatherer{Reader: reader, Scope: scope.Scope{ClusterWide: true}, Cluster: cluster, Clock: w.clk}
+	return &Placer{Client: reader, APIReader: w.store, Gatherer: g, Recorder: record.NewFakeRecorder(10), Clock: w.clk, MissingClaimGrace: time.Minute, MaxCandidates: 16}
 }
