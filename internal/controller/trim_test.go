@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -539,4 +540,52 @@ func TestTrimPlainPod(t *testing.T) {
 	if member.Labels == nil || member.OwnerReferences == nil || member.Spec.Volumes == nil {
 		t.Errorf("a member was trimmed as a pod of no huddle: %+v", member)
 	}
+}
+
+// Pods that request the same share one cached RequestsContainer; a
+// container no cached pod holds is collected and forgotten.
+func TestTrimmedPodsShareTheirRequests(t *testing.T) {
+	plain := func(name, cpu string) *corev1.Pod {
+		p := realisticPod(name, "n1", "data", false)
+		p.Spec.Volumes = nil
+		p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse(cpu)
+		return must(TrimPod(p)).(*corev1.Pod)
+	}
+	a, b := plain("a", "1"), plain("b", "1000m")
+	member := must(TrimPod(realisticPod("c", "n1", "data", false))).(*corev1.Pod)
+	other := plain("d", "2")
+	if &a.Spec.Containers[0] != &b.Spec.Containers[0] || &a.Spec.Containers[0] != &member.Spec.Containers[0] {
+		t.Errorf("pods that request the same hold their own containers")
+	}
+	if &a.Spec.Containers[0] == &other.Spec.Containers[0] {
+		t.Fatalf("pods that request 1 and 2 CPUs share a container")
+	}
+	if got, want := Requests(other).MilliCPU, Requests(a).MilliCPU+1000; got != want {
+		t.Errorf("the pod that requests 2 CPUs (plus the 10m overhead and sidecar) counts %dm, want %dm", got, want)
+	}
+	key := requestsKey(other.Spec.Containers[0].Resources.Requests)
+	other = nil
+	for range 100 {
+		runtime.GC()
+		requestsContainers.mu.Lock()
+		_, kept := requestsContainers.byRequests[key]
+		requestsContainers.mu.Unlock()
+		if !kept {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	requestsContainers.mu.Lock()
+	_, kept := requestsContainers.byRequests[key]
+	_, shared := requestsContainers.byRequests[requestsKey(a.Spec.Containers[0].Resources.Requests)]
+	requestsContainers.mu.Unlock()
+	if kept {
+		t.Errorf("the container of requests no pod holds any more is still in the table")
+	}
+	if !shared {
+		t.Errorf("the container pods still hold was dropped from the table")
+	}
+	runtime.KeepAlive(a)
+	runtime.KeepAlive(b)
+	runtime.KeepAlive(member)
 }
