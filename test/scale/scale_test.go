@@ -44,6 +44,9 @@ var (
 	systemPods = flag.Bool("system-pods", false, "run the EKS add-ons' pods on every node, as on EKS")
 	// Read it with: go tool pprof -top -sample_index=inuse_space FILE
 	heapProfile = flag.String("heap-profile", "", "write huddle's heap profile, taken once settled after a garbage collection, to this file")
+	// The chart sets GOMEMLIMIT to the container's memory limit, so Go
+	// collects harder to stay under it; the chart's default is 1Gi.
+	memoryLimit = flag.String("huddle-memory-limit", "", "the chart's resources.limits.memory for huddle (and so its GOMEMLIMIT), e.g. 150Mi; empty: the chart's default")
 )
 
 func TestMain(m *testing.M) {
@@ -53,8 +56,12 @@ func TestMain(m *testing.M) {
 	}
 	eks := timing.EKS()
 	opts := simtest.Options{Timing: &eks, Huddle: true, NoSystemPods: !*systemPods}
+	opts.HuddleValues = map[string]any{}
 	if *heapProfile != "" {
-		opts.HuddleValues = map[string]any{"extraArgs": []any{fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort)}}
+		opts.HuddleValues["extraArgs"] = []any{fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort)}
+	}
+	if *memoryLimit != "" {
+		opts.HuddleValues["resources"] = map[string]any{"limits": map[string]any{"memory": *memoryLimit}}
 	}
 	os.Exit(simtest.Main(m, opts))
 }
@@ -97,7 +104,9 @@ func BenchmarkControllerAtScale(b *testing.B) {
 		b.ReportMetric(huddleRate, "huddle-req/s")
 		b.Logf("API server: %.0f requests/s from the start to settled (%.0f s), huddle's %.1f/s of them (%.1f%%)", api, took, huddleRate, 100*huddleRate/api)
 		b.ReportMetric(m.gauges["process_resident_memory_bytes"]/(1<<20), "huddle-rss-MiB")
-		b.Logf("huddle: resident memory %.0f MiB, Go heap in use %.0f MiB", m.gauges["process_resident_memory_bytes"]/(1<<20), m.gauges["go_memstats_heap_inuse_bytes"]/(1<<20))
+		b.ReportMetric(m.counters["process_cpu_seconds_total"], "huddle-cpu-s")
+		b.Logf("huddle: resident memory %.0f MiB, Go heap in use %.0f MiB, CPU %.0f s in all (GC included), memory limit %q (GOMEMLIMIT)",
+			m.gauges["process_resident_memory_bytes"]/(1<<20), m.gauges["go_memstats_heap_inuse_bytes"]/(1<<20), m.counters["process_cpu_seconds_total"], *memoryLimit)
 		if *heapProfile != "" {
 			prof, err := env.Cluster.HuddleHeapProfile(env.Ctx)
 			if err != nil {
