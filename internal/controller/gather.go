@@ -298,25 +298,31 @@ func allowedTopologies(terms []corev1.TopologySelectorTerm) *corev1.NodeSelector
 	return out
 }
 
-// member converts a pod that mounts claim, resolving its owner workload
-// into owners. resolved remembers, by controller UID, the owner key found
-// for earlier members (members of a huddle mostly share their owners).
-func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, claim string, owners map[string]placement.Owner, resolved map[types.UID]string) placement.Member {
-	m := placement.Member{
+// memberState is where pod p stands as a member: its name, creation,
+// node, gate, and whether it is done or terminating.
+func memberState(p *corev1.Pod) placement.Member {
+	return placement.Member{
 		Name:        p.Name,
 		Created:     p.CreationTimestamp.Time,
 		Node:        p.Spec.NodeName,
 		Gated:       placement.HasGate(p),
-		Pinned:      p.Annotations[placement.AnnotationPinnedBy] != "",
-		PinnedTo:    placement.PinnedNode(p.Annotations[placement.AnnotationPinnedBy]),
-		Running:     p.Status.Phase == corev1.PodRunning,
 		Done:        p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed,
 		Terminating: p.DeletionTimestamp != nil,
-		Controlled:  g.Recreating[ownerKind(p)],
-		OwnerKind:   ownerKind(p),
-		Requests:    Requests(p),
-		Constraints: &placement.Constraints{NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations},
 	}
+}
+
+// member converts a pod that mounts claim, resolving its owner workload
+// into owners. resolved remembers, by controller UID, the owner key found
+// for earlier members (members of a huddle mostly share their owners).
+func (g *Gatherer) member(ctx context.Context, p *corev1.Pod, claim string, owners map[string]placement.Owner, resolved map[types.UID]string) placement.Member {
+	m := memberState(p)
+	m.Pinned = p.Annotations[placement.AnnotationPinnedBy] != ""
+	m.PinnedTo = placement.PinnedNode(p.Annotations[placement.AnnotationPinnedBy])
+	m.Running = p.Status.Phase == corev1.PodRunning
+	m.Controlled = g.Recreating[ownerKind(p)]
+	m.OwnerKind = ownerKind(p)
+	m.Requests = Requests(p)
+	m.Constraints = &placement.Constraints{NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations}
 	if a := p.Spec.Affinity; a != nil && a.NodeAffinity != nil {
 		m.Constraints.Affinity = placement.Unpinned(a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution, p.Annotations[placement.AnnotationPinnedBy])
 	}

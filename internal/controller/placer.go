@@ -222,19 +222,16 @@ func (r *Placer) markPlacingOn(ctx context.Context, f *ClaimFacts, pod string) (
 }
 
 // inFlight says whether the pod called name, recorded as placing since,
-// as the API server has it, exists and may still set its claim's home:
-// not finished, not terminating, not a gated pod of that name created
-// after the record. A bound one has set it already, which the cache will
-// show.
+// as the API server has it, exists and may still set its claim's home
+// (placement.RecordedInFlight). A bound one has set it already, which the
+// cache will show.
 func (r *Placer) inFlight(ctx context.Context, namespace, name string, since time.Time) (bool, error) {
 	p := &corev1.Pod{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, p); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
-	if placement.HasGate(p) && p.CreationTimestamp.After(since) {
-		return false, nil
-	}
-	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed, nil
+	m := memberState(p)
+	return placement.RecordedInFlight(&m, since), nil
 }
 
 // ignoreConflict turns a write conflict into a quiet retry: the cache is

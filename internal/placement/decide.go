@@ -299,19 +299,25 @@ func following(claim, first string) Decision {
 }
 
 // placingInFlight: the member recorded as placed first still exists and
-// may yet set the home. A recorded member that is gone or terminating (a
-// drain, a rollout), or replaced by a gated pod of its name created after
-// the record, no longer holds the others.
+// may yet set the home (RecordedInFlight).
 func (c *Claim) placingInFlight() bool {
 	for i := range c.Members {
 		if m := &c.Members[i]; m.Name == c.Placing {
-			// Recorded to the second, so a pod created in the same
-			// second is taken as the one recorded.
-			replaced := m.Gated && !c.PlacingSince.IsZero() && m.Created.Truncate(time.Second).After(c.PlacingSince)
-			return m.live() && !m.Terminating && !replaced
+			return RecordedInFlight(m, c.PlacingSince)
 		}
 	}
 	return false
+}
+
+// RecordedInFlight says whether m, the pod of the name recorded since as
+// its claim's first member, may yet set the home. A recorded member that
+// is done or terminating (a drain, a rollout), or replaced by a gated pod
+// of its name created after the record, no longer holds the others.
+func RecordedInFlight(m *Member, since time.Time) bool {
+	// Recorded to the second, so a pod created in the same second is
+	// taken as the one recorded.
+	replaced := m.Gated && !since.IsZero() && m.Created.Truncate(time.Second).After(since)
+	return m.live() && !m.Terminating && !replaced
 }
 
 // unavailable says why a home node cannot take new pods, or "" if it can.

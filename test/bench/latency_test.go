@@ -67,8 +67,8 @@ func TestMain(m *testing.M) {
 //     pinned to that home (scale-ups and rollouts);
 //   - provisioned: every claim is new and not provisioned yet, as in a
 //     fresh install (WaitForFirstConsumer, the EBS StorageClass), so both
-//     arms wait for a volume to be made; huddle's followers go to the node
-//     the scheduler chose for the first member as soon as it is chosen.
+//     arms wait for a volume to be made; huddle's followers wait for the
+//     first member's bind, which waits for its volume.
 func BenchmarkPodStartLatency(b *testing.B) {
 	env := simtest.New(b)
 	env.AddNodes(16, simtest.NodeOptions{CPU: "32", Memory: "128Gi", Pods: 250})
