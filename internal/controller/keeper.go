@@ -216,20 +216,10 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 	if pendingRequest(hud) != nil {
 		return r.requestedMove(ctx, f, in)
 	}
-	if in.WhenStuck && f.MoveTarget == "" {
-		budgets, err := r.budgets(ctx, f)
-		if err != nil {
-			return 0, err
-		}
-		in.Budgets = budgets
+	plan, home, err := r.planMove(ctx, f, in, in.WhenStuck && f.MoveTarget == "", placement.PlanMove)
+	if err != nil {
+		return 0, err
 	}
-	var plan placement.MovePlan
-	var home string
-	r.Gatherer.Cluster.View(func(nodes placement.Nodes) {
-		in.Nodes = nodes
-		plan = placement.PlanMove(in)
-		home, _ = placement.Home(&f.Claim, nodes)
-	})
 	// Look again when a stuck member's wait reaches moveAfter, and while a
 	// move runs. A member stuck past moveAfter with no move begun waits
 	// for a node that fits, a budget that allows the evictions or the
@@ -303,6 +293,28 @@ func (r *Keeper) move(ctx context.Context, f *ClaimFacts) (time.Duration, error)
 	return placement.Sooner(again, 5*time.Second), nil
 }
 
+// planMove plans a move of f's huddle with plan over the nodes as they
+// are now, with the members' disruption budgets when withBudgets (they
+// decide whether a move may start), and returns the plan with the
+// huddle's home.
+func (r *Keeper) planMove(ctx context.Context, f *ClaimFacts, in placement.MoveInput, withBudgets bool, plan func(placement.MoveInput) placement.MovePlan) (placement.MovePlan, string, error) {
+	if withBudgets {
+		budgets, err := r.budgets(ctx, f)
+		if err != nil {
+			return placement.MovePlan{}, "", err
+		}
+		in.Budgets = budgets
+	}
+	var p placement.MovePlan
+	var home string
+	r.Gatherer.Cluster.View(func(nodes placement.Nodes) {
+		in.Nodes = nodes
+		p = plan(in)
+		home, _ = placement.Home(&f.Claim, nodes)
+	})
+	return p, home, nil
+}
+
 // moveRequestTTL is how long a move request stays valid: one huddle could
 // not answer sooner (it was down, say) is refused as expired rather than
 // acted on hours later, or when a backup restores the Huddle's spec.
@@ -334,20 +346,12 @@ func (r *Keeper) requestedMove(ctx context.Context, f *ClaimFacts, in placement.
 		_, err := r.answerRequest(ctx, hud, fmt.Sprintf("move refused: the request is %s old, older than %s (huddle could not answer it in time); run kubectl huddle move again if the move is still wanted", age.Round(time.Second), moveRequestTTL), nil)
 		return 0, err
 	}
-	if f.MoveTarget == "" {
-		budgets, err := r.budgets(ctx, f)
-		if err != nil {
-			return 0, err
-		}
-		in.Budgets = budgets
-	}
-	var plan placement.MovePlan
-	var home string
-	r.Gatherer.Cluster.View(func(nodes placement.Nodes) {
-		in.Nodes = nodes
-		plan = placement.PlanRequestedMove(in, req.To)
-		home, _ = placement.Home(&f.Claim, nodes)
+	plan, home, err := r.planMove(ctx, f, in, f.MoveTarget == "", func(in placement.MoveInput) placement.MovePlan {
+		return placement.PlanRequestedMove(in, req.To)
 	})
+	if err != nil {
+		return 0, err
+	}
 	var started *huddlev1.Move
 	if plan.Action == placement.MoveStart {
 		started = &huddlev1.Move{From: home, To: plan.Target, Started: metav1.NewTime(in.Now), Message: plan.Message}
