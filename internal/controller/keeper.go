@@ -142,7 +142,7 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		// telling a moving huddle to move, say).
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	before, seen := f.MoveTarget, f.Huddle.ResourceVersion
+	before := f.MoveTarget
 	moveCheck, err := r.move(ctx, f)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -152,8 +152,11 @@ func (r *Keeper) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 		// cache this controller shares with the placer has the move, so
 		// the members' replacements are pinned to the target, not to the
 		// old home. The Huddle's update brings this claim back; the
-		// requeue is in case that event is lost.
-		r.wroteMove(f.Key, seen)
+		// requeue is in case that event is lost. f.Huddle is the version
+		// the move was written over: move's earlier writes (a cleared
+		// MoveBlocked) update it, the move's own does not, so a cache
+		// with one of those earlier writes is still behind the move.
+		r.wroteMove(f.Key, f.Huddle.ResourceVersion)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	var plan placement.Repair

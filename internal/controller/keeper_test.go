@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"strconv"
 	"testing"
 	"time"
 
@@ -584,5 +585,43 @@ func TestKeeperWaitsForItsMoveInTheCache(t *testing.T) {
 	}
 	if !evicted["a"] || !evicted["b"] || !evicted["c"] {
 		t.Fatalf("evicted %v once the cache has the move, want a, b and c", evicted)
+	}
+}
+
+// The cache may have a write that move made before the move's own (a
+// cleared MoveBlocked annotation): that cache is still behind the move,
+// and repair waits for it as for the version before both (review
+// finding: it warned the moving huddle's stuck member to set spec.move).
+func TestKeeperWaitsPastItsOwnEarlierWrite(t *testing.T) {
+	w := newWorld(huddlev1.HuddleSpec{Move: huddlev1.MoveWhenStuck}).node("n1", 1000).node("n2", 4000)
+	f := newFixture(t, w, options, running(pod("a", "ReplicaSet"), "n1"), running(pod("b", "ReplicaSet"), "n1"),
+		stuckPod(pod("c", "ReplicaSet"), "claim shop/data home n1", 6*time.Minute))
+	h := f.huddle(t)
+	metav1.SetMetaDataAnnotation(&h.ObjectMeta, AnnotationMoveBlocked, "no node fits earlier")
+	if err := f.client.Update(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	before := f.huddle(t)
+	f.reconcile(t)
+	after := f.huddle(t)
+	if mv := after.Status.LastMove; mv == nil || mv.To != "n2" {
+		t.Fatalf("no move to n2 started: %+v", mv)
+	}
+	if _, blocked := after.Annotations[AnnotationMoveBlocked]; blocked {
+		t.Fatalf("the move started with MoveBlocked still set: %v", after.Annotations)
+	}
+	f.drain()
+	// The Huddle between the two writes: MoveBlocked cleared, no move.
+	mid := before.DeepCopy()
+	delete(mid.Annotations, AnnotationMoveBlocked)
+	rv, _ := strconv.Atoi(before.ResourceVersion)
+	mid.ResourceVersion = strconv.Itoa(rv + 1)
+	if mid.ResourceVersion == after.ResourceVersion {
+		t.Fatalf("the move and the cleared MoveBlocked were one write (rv %s): the test needs two", after.ResourceVersion)
+	}
+	f.keeper.Gatherer.Reader = staleHuddle{Reader: f.client, h: mid}
+	f.reconcile(t)
+	if events := f.drain(); events != "" || len(f.evictions) != 0 {
+		t.Fatalf("a reconcile behind the move acted: evictions %d, events:\n%s", len(f.evictions), events)
 	}
 }
