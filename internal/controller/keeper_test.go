@@ -3,8 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 

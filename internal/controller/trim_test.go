@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"weak"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/record"
+	resourcehelper "k8s.io/component-helpers/resource"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -588,4 +590,22 @@ func TestTrimmedPodsShareTheirRequests(t *testing.T) {
 	runtime.KeepAlive(a)
 	runtime.KeepAlive(b)
 	runtime.KeepAlive(member)
+}
+
+// A cleanup that comes late, for a container whose requests have a new
+// one already, leaves the new one in the table.
+func TestSharedContainersForgetOnlyTheCollected(t *testing.T) {
+	s := &sharedContainers{byRequests: map[string]weak.Pointer[[1]corev1.Container]{}}
+	p := realisticPod("a", "n1", "data", false)
+	key := requestsKey(resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}))
+	old := weak.Make(&[1]corev1.Container{})
+	held := s.of(p)
+	s.forget(sharedEntry{key, old})
+	if again := s.of(p); &again[0] != &held[0] {
+		t.Errorf("a late cleanup of an older container dropped the one pods hold")
+	}
+	s.forget(sharedEntry{key, s.byRequests[key]})
+	if _, kept := s.byRequests[key]; kept {
+		t.Errorf("the cleanup of the container in the table left its entry")
+	}
 }

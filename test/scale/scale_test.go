@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/huddle-io/huddle/internal/placement"
@@ -61,7 +62,20 @@ func TestMain(m *testing.M) {
 		opts.HuddleValues["extraArgs"] = []any{fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort)}
 	}
 	if *memoryLimit != "" {
-		opts.HuddleValues["resources"] = map[string]any{"limits": map[string]any{"memory": *memoryLimit}}
+		limit, err := resource.ParseQuantity(*memoryLimit)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "-huddle-memory-limit %q: %v (a quantity such as 150Mi)\n", *memoryLimit, err)
+			os.Exit(2)
+		}
+		// The chart requests 256Mi; a request above the limit is refused.
+		request := resource.MustParse("256Mi")
+		if limit.Cmp(request) < 0 {
+			request = limit
+		}
+		opts.HuddleValues["resources"] = map[string]any{
+			"requests": map[string]any{"memory": request.String()},
+			"limits":   map[string]any{"memory": limit.String()},
+		}
 	}
 	os.Exit(simtest.Main(m, opts))
 }
@@ -105,8 +119,17 @@ func BenchmarkControllerAtScale(b *testing.B) {
 		b.Logf("API server: %.0f requests/s from the start to settled (%.0f s), huddle's %.1f/s of them (%.1f%%)", api, took, huddleRate, 100*huddleRate/api)
 		b.ReportMetric(m.gauges["process_resident_memory_bytes"]/(1<<20), "huddle-rss-MiB")
 		b.ReportMetric(m.counters["process_cpu_seconds_total"], "huddle-cpu-s")
-		b.Logf("huddle: resident memory %.0f MiB, Go heap in use %.0f MiB, CPU %.0f s in all (GC included), memory limit %q (GOMEMLIMIT)",
-			m.gauges["process_resident_memory_bytes"]/(1<<20), m.gauges["go_memstats_heap_inuse_bytes"]/(1<<20), m.counters["process_cpu_seconds_total"], *memoryLimit)
+		limit := "the chart's default"
+		if *memoryLimit != "" {
+			limit = *memoryLimit
+		}
+		rss := m.gauges["process_resident_memory_bytes"]
+		b.Logf("huddle: resident memory %.0f MiB, Go heap in use %.0f MiB, CPU %.0f s in all (GC included), memory limit (and GOMEMLIMIT) %s",
+			rss/(1<<20), m.gauges["go_memstats_heap_inuse_bytes"]/(1<<20), m.counters["process_cpu_seconds_total"], limit)
+		if limit, err := resource.ParseQuantity(*memoryLimit); err == nil && rss > float64(limit.Value()) {
+			// The simulator does not enforce memory limits; EKS's kernel does.
+			b.Errorf("huddle's resident memory, %.0f MiB, is over its memory limit %s: on a real node the kernel would have killed it", rss/(1<<20), *memoryLimit)
+		}
 		if *heapProfile != "" {
 			prof, err := env.Cluster.HuddleHeapProfile(env.Ctx)
 			if err != nil {
