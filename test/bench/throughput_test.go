@@ -222,6 +222,9 @@ func runArm(b *testing.B, env *simtest.Env, w *runningWatch, arm string, groups 
 	}
 	r.p50, r.p99 = lat.q(0.5), lat.q(0.99)
 	r.attempts, r.hungWhy = schedulingAttempts(b, env, prefix, r.hung)
+	// Logged now, so a later arm's failure does not lose it.
+	b.Logf("arm %s: %.1f pods Running/s, create to Running p50 %s p99 %s, %d scheduling attempts, %d hung %s",
+		arm, r.perSecond, r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.attempts, r.hung, r.hungWhy)
 	tpCleanup(b, env, prefix)
 	b.StartTimer()
 	return r
@@ -299,28 +302,52 @@ func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
 			_ = env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Delete(env.Ctx, c.Name, metav1.DeleteOptions{})
 		}
 	}
-	env.Eventually("the arm's pods gone and volumes detached", 5*time.Minute, func() error {
+	// The wait ends when nothing is left, or fails when nothing has gone
+	// for cleanupStall: thousands of volumes take minutes to detach
+	// through the attacher's 20 requests/s, as on EKS.
+	var left []string
+	lastLeft, lastProgress, lastLog := -1, time.Now(), time.Now()
+	for {
+		left = left[:0]
 		pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
 		if err != nil {
-			return err
+			b.Fatal(err)
 		}
 		for _, p := range pods.Items {
 			if strings.HasPrefix(p.Name, prefix+"-") {
-				return fmt.Errorf("pod %s still there", p.Name)
+				left = append(left, "pod "+p.Name+" still there")
 			}
 		}
 		vas, err := env.Client.StorageV1().VolumeAttachments().List(env.Ctx, metav1.ListOptions{})
 		if err != nil {
-			return err
+			b.Fatal(err)
 		}
 		for _, va := range vas.Items {
 			if pv := va.Spec.Source.PersistentVolumeName; pv != nil && volumes[*pv] {
-				return fmt.Errorf("volume %s still attached to %s", *pv, va.Spec.NodeName)
+				left = append(left, fmt.Sprintf("volume %s still attached to %s", *pv, va.Spec.NodeName))
 			}
 		}
-		return nil
-	})
+		if len(left) == 0 {
+			return
+		}
+		if lastLeft < 0 || len(left) < lastLeft {
+			lastLeft, lastProgress = len(left), time.Now()
+		}
+		if time.Since(lastProgress) > cleanupStall {
+			b.Fatalf("the arm's cleanup made no progress for %s: %d pods and attachments left, e.g. %s", cleanupStall, len(left), left[0])
+		}
+		if time.Since(lastLog) > time.Minute {
+			b.Logf("cleaning up the arm: %d pods and attachments left", len(left))
+			lastLog = time.Now()
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
+
+// cleanupStall is how long an arm's cleanup may go without a pod or an
+// attachment going before it fails: longer than a detach's worst case in
+// the simulated cloud (90 s) with the attacher's backoff.
+const cleanupStall = 3 * time.Minute
 
 // runningWatch records when this process first saw each pod Running.
 type runningWatch struct {
