@@ -297,8 +297,9 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 const tpQuiet = 2 * time.Minute
 
 // tpCleanup deletes an arm's pods and claims and waits until they are
-// gone and their volumes detached, so the next arm starts on empty nodes
-// with their attach slots free.
+// gone and their volumes detached and deleted, so the next arm starts on
+// empty nodes with their attach slots free and the simulated EBS
+// sidecars idle.
 func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
 	zero := metav1.DeleteOptions{GracePeriodSeconds: new(int64)}
 	pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
@@ -346,6 +347,19 @@ func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
 				left = append(left, fmt.Sprintf("volume %s still attached to %s", *pv, va.Spec.NodeName))
 			}
 		}
+		// And deleted: the provisioner deletes them through the same 20
+		// requests/s the next arm's claims need. (An arm that started
+		// while 5,000 volumes of the last were still being deleted waited
+		// minutes for its first volume.)
+		pvs, err := env.Client.CoreV1().PersistentVolumes().List(env.Ctx, metav1.ListOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, pv := range pvs.Items {
+			if volumes[pv.Name] {
+				left = append(left, fmt.Sprintf("volume %s not deleted yet (%s)", pv.Name, pv.Status.Phase))
+			}
+		}
 		if len(left) == 0 {
 			return
 		}
@@ -353,18 +367,18 @@ func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
 			lastLeft, lastProgress = len(left), time.Now()
 		}
 		if time.Since(lastProgress) > cleanupStall {
-			b.Fatalf("the arm's cleanup made no progress for %s: %d pods and attachments left, e.g. %s", cleanupStall, len(left), left[0])
+			b.Fatalf("the arm's cleanup made no progress for %s: %d pods, attachments and volumes left, e.g. %s", cleanupStall, len(left), left[0])
 		}
 		if time.Since(lastLog) > time.Minute {
-			b.Logf("cleaning up the arm: %d pods and attachments left", len(left))
+			b.Logf("cleaning up the arm: %d pods, attachments and volumes left", len(left))
 			lastLog = time.Now()
 		}
 		time.Sleep(2 * time.Second)
 	}
 }
 
-// cleanupStall is how long an arm's cleanup may go without a pod or an
-// attachment going before it fails: longer than a detach's worst case in
+// cleanupStall is how long an arm's cleanup may go without a pod, an
+// attachment or a volume going before it fails: longer than a detach's worst case in
 // the simulated cloud (90 s) with the attacher's backoff.
 const cleanupStall = 3 * time.Minute
 
