@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -78,6 +79,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	for _, r := range results {
 		b.ReportMetric(r.perSecond, r.name+"-pods/s")
+		b.ReportMetric(ms(r.p50), r.name+"-p50-ms")
 		b.ReportMetric(ms(r.p99), r.name+"-p99-ms")
 		b.ReportMetric(float64(r.hung), r.name+"-hung")
 	}
@@ -391,7 +393,9 @@ func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
 			b.Fatalf("the arm's cleanup made no progress for %s: %d pods, claims, volumes and attachments left, e.g. %s", cleanupStall, len(left), left[0])
 		}
 		if time.Since(lastLog) > time.Minute {
-			b.Logf("cleaning up the arm: %d pods, claims, volumes and attachments left", len(left))
+			// To stderr, as it happens: a benchmark's log is cut at a
+			// few lines, and this would push the figures out of it.
+			fmt.Fprintf(os.Stderr, "cleaning up the arm: %d pods, claims, volumes and attachments left\n", len(left))
 			lastLog = time.Now()
 		}
 		time.Sleep(2 * time.Second)
