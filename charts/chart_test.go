@@ -313,8 +313,8 @@ func TestDefaults(t *testing.T) {
 	if f := env["POD_NAME"].ValueFrom; f == nil || f.FieldRef == nil || f.FieldRef.FieldPath != "metadata.name" {
 		t.Errorf("POD_NAME %+v", env["POD_NAME"])
 	}
-	if f := env["GOMEMLIMIT"].ValueFrom; f == nil || f.ResourceFieldRef == nil || f.ResourceFieldRef.Resource != "limits.memory" || f.ResourceFieldRef.Divisor.String() != "1" {
-		t.Errorf("GOMEMLIMIT %+v, want limits.memory with divisor 1", env["GOMEMLIMIT"])
+	if f := env["HUDDLE_MEMORY_LIMIT"].ValueFrom; f == nil || f.ResourceFieldRef == nil || f.ResourceFieldRef.Resource != "limits.memory" || f.ResourceFieldRef.Divisor.String() != "1" {
+		t.Errorf("HUDDLE_MEMORY_LIMIT %+v, want limits.memory with divisor 1", env["HUDDLE_MEMORY_LIMIT"])
 	}
 	if got := c.Resources.Requests.Cpu().String() + " " + c.Resources.Requests.Memory().String() + " " + c.Resources.Limits.Memory().String(); got != "100m 256Mi 1Gi" {
 		t.Errorf("resources %s, want requests 100m 256Mi, limit 1Gi", got)
@@ -473,8 +473,8 @@ func TestEveryOption(t *testing.T) {
 		t.Errorf("resources %+v", c.Resources)
 	}
 	for _, e := range c.Env {
-		if e.Name == "GOMEMLIMIT" {
-			t.Error("GOMEMLIMIT without a memory limit")
+		if e.Name == "HUDDLE_MEMORY_LIMIT" {
+			t.Error("HUDDLE_MEMORY_LIMIT without a memory limit")
 		}
 	}
 	if c.StartupProbe == nil || c.StartupProbe.FailureThreshold != 60 || c.StartupProbe.HTTPGet.Path != "/healthz" {

@@ -45,9 +45,9 @@ var (
 	systemPods = flag.Bool("system-pods", false, "run the EKS add-ons' pods on every node, as on EKS")
 	// Read it with: go tool pprof -top -sample_index=inuse_space FILE
 	heapProfile = flag.String("heap-profile", "", "write huddle's heap profile, taken once settled after a garbage collection, to this file")
-	// The chart sets GOMEMLIMIT to the container's memory limit, so Go
+	// huddle sets Go's memory limit 32Mi below the container's, so Go
 	// collects harder to stay under it; the chart's default is 1Gi.
-	memoryLimit = flag.String("huddle-memory-limit", "", "the chart's resources.limits.memory for huddle (and so its GOMEMLIMIT), e.g. 150Mi; empty: the chart's default")
+	memoryLimit = flag.String("huddle-memory-limit", "", "the chart's resources.limits.memory for huddle (Go's memory limit is 32Mi below it), e.g. 150Mi; empty: the chart's default")
 )
 
 func TestMain(m *testing.M) {
@@ -124,7 +124,7 @@ func BenchmarkControllerAtScale(b *testing.B) {
 			limit = *memoryLimit
 		}
 		rss := m.gauges["process_resident_memory_bytes"]
-		b.Logf("huddle: resident memory %.0f MiB, Go heap in use %.0f MiB, CPU %.0f s in all (GC included), memory limit (and GOMEMLIMIT) %s",
+		b.Logf("huddle: resident memory %.0f MiB, Go heap in use %.0f MiB, CPU %.0f s in all (GC included), memory limit %s (Go's 32Mi below it)",
 			rss/(1<<20), m.gauges["go_memstats_heap_inuse_bytes"]/(1<<20), m.counters["process_cpu_seconds_total"], limit)
 		if limit, err := resource.ParseQuantity(*memoryLimit); err == nil && rss > float64(limit.Value()) {
 			// The simulator does not enforce memory limits; EKS's kernel does.

@@ -302,7 +302,7 @@ func (pp *procPod) fieldValue(path string) (string, error) {
 	return "", fmt.Errorf("downward API field %q is not supported by huddle-sim", path)
 }
 
-// resourceValue resolves a resourceFieldRef (limits.memory → GOMEMLIMIT),
+// resourceValue resolves a resourceFieldRef (limits.memory → HUDDLE_MEMORY_LIMIT),
 // with the kubelet's rule that an unset limit is the node's allocatable.
 func (pp *procPod) resourceValue(ref *corev1.ResourceFieldSelector) (string, error) {
 	var c *corev1.Container
