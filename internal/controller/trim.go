@@ -232,7 +232,10 @@ func (s *sharedContainers) forget(e sharedEntry) {
 	}
 }
 
-// requestsKey is a resource list as a string, the same for equal lists.
+// requestsKey is a resource list as a string, the same for lists whose
+// quantities print the same: equal amounts written in different units
+// ("1Gi", "1073741824") get different keys and do not share a container,
+// which costs memory, never correctness.
 func requestsKey(l corev1.ResourceList) string {
 	names := slices.Sorted(maps.Keys(l))
 	var b strings.Builder

@@ -304,29 +304,42 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 // at 1,000 nodes while its first volumes were made).
 const tpQuiet = 2 * time.Minute
 
+// tpArmObjects lists the names of an arm's pods and claims: those named
+// with its prefix.
+func tpArmObjects(b *testing.B, env *simtest.Env, prefix string) (pods, claims []string) {
+	podList, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range podList.Items {
+		if strings.HasPrefix(p.Name, prefix+"-") {
+			pods = append(pods, p.Name)
+		}
+	}
+	claimList, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range claimList.Items {
+		if strings.HasPrefix(c.Name, prefix+"-") {
+			claims = append(claims, c.Name)
+		}
+	}
+	return pods, claims
+}
+
 // tpCleanup deletes an arm's pods and claims and waits until they are
 // gone and their volumes detached and deleted, so the next arm starts on
 // empty nodes with their attach slots free and the simulated EBS
 // sidecars idle.
 func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
 	zero := metav1.DeleteOptions{GracePeriodSeconds: new(int64)}
-	pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
-	if err != nil {
-		b.Fatal(err)
+	pods, claims := tpArmObjects(b, env, prefix)
+	for _, name := range pods {
+		_ = env.Client.CoreV1().Pods(env.Namespace).Delete(env.Ctx, name, zero)
 	}
-	for _, p := range pods.Items {
-		if strings.HasPrefix(p.Name, prefix+"-") {
-			_ = env.Client.CoreV1().Pods(env.Namespace).Delete(env.Ctx, p.Name, zero)
-		}
-	}
-	claims, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).List(env.Ctx, metav1.ListOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, c := range claims.Items {
-		if strings.HasPrefix(c.Name, prefix+"-") {
-			_ = env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Delete(env.Ctx, c.Name, metav1.DeleteOptions{})
-		}
+	for _, name := range claims {
+		_ = env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).Delete(env.Ctx, name, metav1.DeleteOptions{})
 	}
 	ofArm := func(ref *corev1.ObjectReference) bool {
 		return ref != nil && ref.Namespace == env.Namespace && strings.HasPrefix(ref.Name, prefix+"-")
@@ -338,23 +351,12 @@ func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
 	lastLeft, lastProgress, lastLog := -1, time.Now(), time.Now()
 	for {
 		left = left[:0]
-		pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
-		if err != nil {
-			b.Fatal(err)
+		pods, claims := tpArmObjects(b, env, prefix)
+		for _, name := range pods {
+			left = append(left, "pod "+name+" still there")
 		}
-		for _, p := range pods.Items {
-			if strings.HasPrefix(p.Name, prefix+"-") {
-				left = append(left, "pod "+p.Name+" still there")
-			}
-		}
-		claims, err := env.Client.CoreV1().PersistentVolumeClaims(env.Namespace).List(env.Ctx, metav1.ListOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, c := range claims.Items {
-			if strings.HasPrefix(c.Name, prefix+"-") {
-				left = append(left, "claim "+c.Name+" still there")
-			}
+		for _, name := range claims {
+			left = append(left, "claim "+name+" still there")
 		}
 		// The arm's volumes, by their claims, listed again each time: a
 		// volume made while its claim was deleted is the arm's too.
