@@ -289,17 +289,24 @@ func (e *Env) AddNodes(n int, o NodeOptions) []string {
 		}
 		names = append(names, spec.Name)
 	}
-	e.Eventually("pool nodes schedulable", time.Minute, func() error {
-		for _, name := range names {
-			node, err := e.Client.CoreV1().Nodes().Get(e.Ctx, name, metav1.GetOptions{})
+	// The node lifecycle controller lifts the not-ready taints a few
+	// nodes at a time: a minute was too short for 5,000 nodes, so the
+	// wait grows with n as the add-on pods' does. Each look reads the
+	// nodes not yet seen schedulable up to the first that is not, so
+	// the wait adds little load to the API server the benchmarks measure.
+	waiting := names
+	e.Eventually("pool nodes schedulable", cluster.SystemPodsTimeout(n), func() error {
+		for len(waiting) > 0 {
+			node, err := e.Client.CoreV1().Nodes().Get(e.Ctx, waiting[0], metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
 			for _, t := range node.Spec.Taints {
 				if t.Key == corev1.TaintNodeNotReady {
-					return fmt.Errorf("node %s still has the %s taint", name, t.Key)
+					return fmt.Errorf("node %s still has the %s taint (%d of %d nodes not seen schedulable yet)", node.Name, t.Key, len(waiting), len(names))
 				}
 			}
+			waiting = waiting[1:]
 		}
 		return nil
 	})
