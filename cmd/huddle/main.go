@@ -76,7 +76,7 @@ func main() {
 		qps             = flag.Float64("kube-api-qps", 100, "steady rate of requests to the API server")
 		burst           = flag.Int("kube-api-burst", 200, "requests to the API server allowed in a burst above --kube-api-qps")
 		certRotateCheck = flag.Duration("cert-check-interval", 12*time.Hour, "how often the webhook certificate is checked for rotation")
-		memoryLimit     = flag.String("memory-limit", os.Getenv("HUDDLE_MEMORY_LIMIT"), "the container's memory limit, e.g. 512Mi (the chart passes limits.memory in HUDDLE_MEMORY_LIMIT): Go collects garbage harder to stay 32Mi below it, the room huddle's code takes in memory (empty: no limit; GOMEMLIMIT, if set, wins)")
+		memoryLimit     = flag.String("memory-limit", os.Getenv("HUDDLE_MEMORY_LIMIT"), "the container's memory limit, at least 64Mi, e.g. 512Mi (the chart passes limits.memory in HUDDLE_MEMORY_LIMIT): Go collects garbage harder to stay 32Mi below it, the room huddle's code takes in memory (empty: no limit; GOMEMLIMIT, if set, wins)")
 	)
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
@@ -87,12 +87,14 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
-	goLimit, err := setMemoryLimit(*memoryLimit)
-	if err != nil {
+	goLimit, ignored, err := setMemoryLimit(*memoryLimit)
+	switch {
+	case err != nil:
 		log.Error(err, "invalid --memory-limit")
 		os.Exit(2)
-	}
-	if goLimit > 0 {
+	case ignored:
+		log.Info("GOMEMLIMIT is set, so --memory-limit is ignored", "GOMEMLIMIT", os.Getenv("GOMEMLIMIT"), "memoryLimit", *memoryLimit)
+	case goLimit > 0:
 		log.Info("Go memory limit set below the container's", "container", *memoryLimit, "goMemLimitBytes", goLimit)
 	}
 	if *moveDeadline <= 0 || *stuckDeadline <= 0 || *detachSync <= 0 || *movesPerHour < 0 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"runtime/debug"
 
@@ -18,32 +17,38 @@ import (
 // container.
 const codeReserve = 32 << 20
 
+// minMemoryLimit is the smallest container limit huddle accepts: below it
+// Go would collect garbage almost without pause and still not fit.
+const minMemoryLimit = 64 << 20
+
 // goMemoryLimit is the soft memory limit Go keeps to in a container whose
-// memory limit is containerLimit: codeReserve below it, and never below
-// half of it (a tiny limit is the operator's to fix, not a reason to
-// collect without end).
+// memory limit is containerLimit: codeReserve below it.
 func goMemoryLimit(containerLimit int64) int64 {
-	return max(containerLimit-codeReserve, containerLimit/2)
+	return containerLimit - codeReserve
 }
 
 // setMemoryLimit sets Go's soft memory limit from the container's memory
 // limit, given as a quantity in limit (the chart passes limits.memory in
-// HUDDLE_MEMORY_LIMIT). It returns the limit set, or 0 when it set none:
-// no container limit, or GOMEMLIMIT set, which Go has already applied and
-// which wins.
-func setMemoryLimit(limit string) (int64, error) {
-	if limit == "" || os.Getenv("GOMEMLIMIT") != "" {
-		return 0, nil
+// HUDDLE_MEMORY_LIMIT, as a number of bytes). It returns the limit set,
+// or 0 when it set none: no container limit, or GOMEMLIMIT set, which Go
+// has already applied and which wins (ignored then says so).
+func setMemoryLimit(limit string) (set int64, ignored bool, err error) {
+	if limit == "" {
+		return 0, false, nil
 	}
 	q, err := resource.ParseQuantity(limit)
 	if err != nil {
-		return 0, fmt.Errorf("memory limit %q: %w (a quantity such as 512Mi or a number of bytes)", limit, err)
+		return 0, false, fmt.Errorf("memory limit %q: %w (a quantity such as 512Mi or a number of bytes)", limit, err)
 	}
-	v, ok := q.AsInt64()
-	if !ok || v <= 0 || v == math.MaxInt64 {
-		return 0, fmt.Errorf("memory limit %q: want a positive number of bytes such as 512Mi", limit)
+	if q.Cmp(*resource.NewQuantity(minMemoryLimit, resource.BinarySI)) < 0 {
+		return 0, false, fmt.Errorf("memory limit %q is below 64Mi, too little for huddle: raise the chart's resources.limits.memory (256Mi or more; see docs/install.md, Sizing)", limit)
 	}
-	goLimit := goMemoryLimit(v)
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return 0, true, nil
+	}
+	// Value rounds up and stops at the largest int64: a limit that large
+	// is no limit.
+	goLimit := goMemoryLimit(q.Value())
 	debug.SetMemoryLimit(goLimit)
-	return goLimit, nil
+	return goLimit, false, nil
 }

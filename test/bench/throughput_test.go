@@ -351,7 +351,7 @@ func tpCleanup(b *testing.B, env *simtest.Env, prefix string) {
 	lastLeft, lastProgress, lastLog := -1, time.Now(), time.Now()
 	for {
 		left = left[:0]
-		pods, claims := tpArmObjects(b, env, prefix)
+		pods, claims = tpArmObjects(b, env, prefix)
 		for _, name := range pods {
 			left = append(left, "pod "+name+" still there")
 		}
