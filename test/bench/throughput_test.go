@@ -14,11 +14,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/huddle-io/huddle/internal/scope"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
+	huddlewebhook "github.com/huddle-io/huddle/internal/webhook"
 )
 
 var (
@@ -278,16 +280,49 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 		if err != nil {
 			b.Fatal(err)
 		}
+		// A pod that started but does not run is either on a node its
+		// claim's other pods are not on (a split: Multi-Attach), or
+		// waiting for its node's attach; its last volume event says which
+		// the kubelet saw.
+		nodesOfClaim := map[string]sets.Set[string]{}
+		for _, p := range pods.Items {
+			if !strings.HasPrefix(p.Name, prefix+"-") || p.Spec.NodeName == "" {
+				continue
+			}
+			for _, c := range huddlewebhook.ClaimNames(&p) {
+				if nodesOfClaim[c] == nil {
+					nodesOfClaim[c] = sets.New[string]()
+				}
+				nodesOfClaim[c].Insert(p.Spec.NodeName)
+			}
+		}
+		lastVolumeEvent := map[string]string{}
+		for _, ev := range events.Items {
+			if ev.Reason == "FailedAttachVolume" || ev.Reason == "FailedMount" {
+				words := strings.Fields(ev.Message)
+				lastVolumeEvent[ev.InvolvedObject.Name] = ev.Reason + ": " + strings.Join(words[:min(4, len(words))], " ")
+			}
+		}
 		for _, p := range pods.Items {
 			if !strings.HasPrefix(p.Name, prefix+"-") || p.Status.Phase == corev1.PodRunning {
 				continue
 			}
-			switch {
-			case p.Spec.NodeName == "":
+			if p.Spec.NodeName == "" {
 				why["Unschedulable or gated"]++
-			default:
-				why["ContainerCreating (Multi-Attach or attach pending)"]++
+				continue
 			}
+			split := false
+			for _, c := range huddlewebhook.ClaimNames(&p) {
+				split = split || nodesOfClaim[c].Len() > 1
+			}
+			kind := "ContainerCreating, its claim's pods all on its node"
+			if split {
+				kind = "ContainerCreating, its claim's pods on several nodes"
+			}
+			if ev := lastVolumeEvent[p.Name]; ev != "" {
+				kind += " (last volume event: " + ev + "…)"
+			}
+			why[kind]++
 		}
 	}
 	var parts []string
