@@ -296,11 +296,12 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 				nodesOfClaim[c].Insert(p.Spec.NodeName)
 			}
 		}
-		lastVolumeEvent := map[string]string{}
+		lastVolumeEvent, lastAt := map[string]string{}, map[string]time.Time{}
 		for _, ev := range events.Items {
-			if ev.Reason == "FailedAttachVolume" || ev.Reason == "FailedMount" {
+			name, at := ev.InvolvedObject.Name, ev.LastTimestamp.Time
+			if (ev.Reason == "FailedAttachVolume" || ev.Reason == "FailedMount") && !at.Before(lastAt[name]) {
 				words := strings.Fields(ev.Message)
-				lastVolumeEvent[ev.InvolvedObject.Name] = ev.Reason + ": " + strings.Join(words[:min(4, len(words))], " ")
+				lastVolumeEvent[name], lastAt[name] = ev.Reason+": "+strings.Join(words[:min(4, len(words))], " "), at
 			}
 		}
 		for _, p := range pods.Items {
