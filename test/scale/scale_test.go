@@ -47,7 +47,14 @@ var (
 	heapProfile = flag.String("heap-profile", "", "write huddle's heap profile, taken once settled after a garbage collection, to this file")
 	// huddle sets Go's memory limit 32Mi below the container's, so Go
 	// collects harder to stay under it; the chart's default is 1Gi.
-	memoryLimit = flag.String("huddle-memory-limit", "", "the chart's resources.limits.memory for huddle (Go's memory limit is 32Mi below it), e.g. 150Mi; empty: the chart's default")
+	// At 5,000 nodes and 50,000 pods this machine's API server (2 cores,
+	// shared with everything else) took over 5 s to answer lease
+	// renewals: both replicas lost the lease within 20 minutes and
+	// restarted, and the simulated kubelets, busy with 50,000 pods, took
+	// over 10 minutes to restart them, so the run measured nothing of
+	// huddle. A large real control plane answers in milliseconds.
+	leaseDuration = flag.Duration("huddle-lease-duration", 0, "the chart's leaderElection.leaseDuration for huddle (renewDeadline two thirds of it, retryPeriod a tenth), e.g. 60s; 0: the chart's 15s")
+	memoryLimit   = flag.String("huddle-memory-limit", "", "the chart's resources.limits.memory for huddle (Go's memory limit is 32Mi below it), e.g. 150Mi; empty: the chart's default")
 )
 
 func TestMain(m *testing.M) {
@@ -58,8 +65,15 @@ func TestMain(m *testing.M) {
 	eks := timing.EKS()
 	opts := simtest.Options{Timing: &eks, Huddle: true, NoSystemPods: !*systemPods}
 	opts.HuddleValues = map[string]any{}
+	var extraArgs []any
 	if *heapProfile != "" {
-		opts.HuddleValues["extraArgs"] = []any{fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort)}
+		extraArgs = append(extraArgs, fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort))
+	}
+	if d := *leaseDuration; d > 0 {
+		opts.HuddleValues["leaderElection"] = map[string]any{"leaseDuration": d.String(), "renewDeadline": (d * 2 / 3).String(), "retryPeriod": (d / 10).String()}
+	}
+	if extraArgs != nil {
+		opts.HuddleValues["extraArgs"] = extraArgs
 	}
 	if *memoryLimit != "" {
 		limit, err := resource.ParseQuantity(*memoryLimit)
