@@ -70,7 +70,9 @@ func TestMain(m *testing.M) {
 		extraArgs = append(extraArgs, fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort))
 	}
 	if d := *leaseDuration; d > 0 {
-		opts.HuddleValues["leaderElection"] = map[string]any{"leaseDuration": d.String(), "renewDeadline": (d * 2 / 3).String(), "retryPeriod": (d / 10).String()}
+		// The chart takes whole seconds ("60s").
+		secs := func(d time.Duration) string { return fmt.Sprintf("%ds", max(int(d.Seconds()), 1)) }
+		opts.HuddleValues["leaderElection"] = map[string]any{"leaseDuration": secs(d), "renewDeadline": secs(d * 2 / 3), "retryPeriod": secs(d / 10)}
 	}
 	if extraArgs != nil {
 		opts.HuddleValues["extraArgs"] = extraArgs
