@@ -148,13 +148,7 @@ type latencies struct {
 
 func newLatencies(env *simtest.Env) *latencies {
 	l := &latencies{env: env, bound: map[string]time.Time{}, released: map[string]time.Time{}, seen: map[string]time.Time{}}
-	factory := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(env.Namespace))
-	seen := func(obj any) {
-		p, ok := obj.(*corev1.Pod)
-		if !ok {
-			return
-		}
-		now := time.Now()
+	watchPods(env, func(p *corev1.Pod, now time.Time) {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if _, ok := l.seen[p.Name]; !ok {
@@ -166,14 +160,25 @@ func newLatencies(env *simtest.Env) *latencies {
 		if _, ok := l.bound[p.Name]; !ok && p.Spec.NodeName != "" {
 			l.bound[p.Name] = now
 		}
+	})
+	return l
+}
+
+// watchPods calls seen with each version of the Env's pods as its
+// informer sees it, and when; it returns once the informer has synced.
+func watchPods(env *simtest.Env, seen func(p *corev1.Pod, now time.Time)) {
+	factory := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(env.Namespace))
+	handle := func(obj any) {
+		if p, ok := obj.(*corev1.Pod); ok {
+			seen(p, time.Now())
+		}
 	}
 	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    seen,
-		UpdateFunc: func(_, obj any) { seen(obj) },
+		AddFunc:    handle,
+		UpdateFunc: func(_, obj any) { handle(obj) },
 	})
 	factory.Start(env.Ctx.Done())
 	factory.WaitForCacheSync(env.Ctx.Done())
-	return l
 }
 
 type roundResult struct {

@@ -15,8 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/huddle-io/huddle/internal/scope"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
@@ -453,25 +451,16 @@ type runningWatch struct {
 
 func newRunningWatch(env *simtest.Env) *runningWatch {
 	w := &runningWatch{at: map[string]time.Time{}}
-	factory := informers.NewSharedInformerFactoryWithOptions(env.Client, 0, informers.WithNamespace(env.Namespace))
-	seen := func(obj any) {
-		p, ok := obj.(*corev1.Pod)
-		if !ok || p.Status.Phase != corev1.PodRunning {
+	watchPods(env, func(p *corev1.Pod, now time.Time) {
+		if p.Status.Phase != corev1.PodRunning {
 			return
 		}
-		now := time.Now()
 		w.mu.Lock()
+		defer w.mu.Unlock()
 		if _, ok := w.at[p.Name]; !ok {
 			w.at[p.Name] = now
 		}
-		w.mu.Unlock()
-	}
-	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    seen,
-		UpdateFunc: func(_, obj any) { seen(obj) },
 	})
-	factory.Start(env.Ctx.Done())
-	factory.WaitForCacheSync(env.Ctx.Done())
 	return w
 }
 
