@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/huddle-io/huddle/internal/scope"
+	simreport "github.com/huddle-io/huddle/internal/sim/report"
 	"github.com/huddle-io/huddle/internal/sim/simtest"
 	huddlewebhook "github.com/huddle-io/huddle/internal/webhook"
 )
@@ -280,8 +282,10 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 		}
 		// A pod that started but does not run is either on a node its
 		// claim's other pods are not on (a split: Multi-Attach), or
-		// waiting for its node's attach; its last volume event says which
-		// the kubelet saw.
+		// waiting for its volume. Its latest volume event says what
+		// kube-controller-manager's attach/detach controller
+		// (FailedAttachVolume) or the kubelet (FailedMount) reported; a
+		// pod whose attach is only slow has none.
 		nodesOfClaim := map[string]sets.Set[string]{}
 		for _, p := range pods.Items {
 			if !strings.HasPrefix(p.Name, prefix+"-") || p.Spec.NodeName == "" {
@@ -295,11 +299,11 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 			}
 		}
 		lastVolumeEvent, lastAt := map[string]string{}, map[string]time.Time{}
-		for _, ev := range events.Items {
-			name, at := ev.InvolvedObject.Name, ev.LastTimestamp.Time
+		for i := range events.Items {
+			ev := &events.Items[i]
+			name, at := ev.InvolvedObject.Name, simreport.EventTime(ev).Time
 			if (ev.Reason == "FailedAttachVolume" || ev.Reason == "FailedMount") && !at.Before(lastAt[name]) {
-				words := strings.Fields(ev.Message)
-				lastVolumeEvent[name], lastAt[name] = ev.Reason+": "+strings.Join(words[:min(4, len(words))], " "), at
+				lastVolumeEvent[name], lastAt[name] = ev.Reason+": "+eventGist(ev.Message), at
 			}
 		}
 		for _, p := range pods.Items {
@@ -310,16 +314,20 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 				why["Unschedulable or gated"]++
 				continue
 			}
+			claims := huddlewebhook.ClaimNames(&p)
 			split := false
-			for _, c := range huddlewebhook.ClaimNames(&p) {
+			for _, c := range claims {
 				split = split || nodesOfClaim[c].Len() > 1
 			}
 			kind := "ContainerCreating, its claim's pods all on its node"
-			if split {
+			switch {
+			case len(claims) == 0:
+				kind = "ContainerCreating, no claim"
+			case split:
 				kind = "ContainerCreating, its claim's pods on several nodes"
 			}
 			if ev := lastVolumeEvent[p.Name]; ev != "" {
-				kind += " (last volume event: " + ev + "…)"
+				kind += " (latest volume event " + ev + ")"
 			}
 			why[kind]++
 		}
@@ -329,6 +337,21 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 		parts = append(parts, fmt.Sprintf("%d %s", v, k))
 	}
 	return attempts, strings.Join(parts, ", ")
+}
+
+// quoted matches the names in an event's message ("pvc-…", volume IDs),
+// which eventGist leaves out so that the hung pods' events group by what
+// they say.
+var quoted = regexp.MustCompile(`"[^"]*"`)
+
+// eventGist is an event message without its quoted names, cut to 80
+// characters.
+func eventGist(msg string) string {
+	msg = quoted.ReplaceAllString(msg, `"…"`)
+	if r := []rune(msg); len(r) > 80 {
+		return string(r[:80]) + "…"
+	}
+	return msg
 }
 
 // tpQuiet is how long an arm waits for another of its pods to run before

@@ -45,8 +45,6 @@ var (
 	systemPods = flag.Bool("system-pods", false, "run the EKS add-ons' pods on every node, as on EKS")
 	// Read it with: go tool pprof -top -sample_index=inuse_space FILE
 	heapProfile = flag.String("heap-profile", "", "write huddle's heap profile, taken once settled after a garbage collection, to this file")
-	// huddle sets Go's memory limit 32Mi below the container's, so Go
-	// collects harder to stay under it; the chart's default is 1Gi.
 	// At 5,000 nodes and 50,000 pods this machine's API server (2 cores,
 	// shared with everything else) took over 5 s to answer lease
 	// renewals: both replicas lost the lease within 20 minutes and
@@ -54,7 +52,9 @@ var (
 	// over 10 minutes to restart them, so the run measured nothing of
 	// huddle. A large real control plane answers in milliseconds.
 	leaseDuration = flag.Duration("huddle-lease-duration", 0, "the chart's leaderElection.leaseDuration for huddle (renewDeadline two thirds of it, retryPeriod a tenth), e.g. 60s; 0: the chart's 15s")
-	memoryLimit   = flag.String("huddle-memory-limit", "", "the chart's resources.limits.memory for huddle (Go's memory limit is 32Mi below it), e.g. 150Mi; empty: the chart's default")
+	// huddle sets Go's memory limit 32Mi below the container's, so Go
+	// collects harder to stay under it; the chart's default is 1Gi.
+	memoryLimit = flag.String("huddle-memory-limit", "", "the chart's resources.limits.memory for huddle (Go's memory limit is 32Mi below it), e.g. 150Mi; empty: the chart's default")
 )
 
 func TestMain(m *testing.M) {
@@ -65,17 +65,19 @@ func TestMain(m *testing.M) {
 	eks := timing.EKS()
 	opts := simtest.Options{Timing: &eks, Huddle: true, NoSystemPods: !*systemPods}
 	opts.HuddleValues = map[string]any{}
-	var extraArgs []any
 	if *heapProfile != "" {
-		extraArgs = append(extraArgs, fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort))
+		opts.HuddleValues["extraArgs"] = []any{fmt.Sprintf("--pprof-bind-address=:%d", cluster.HuddlePprofPort)}
 	}
-	if d := *leaseDuration; d > 0 {
-		// The chart takes whole seconds ("60s").
-		secs := func(d time.Duration) string { return fmt.Sprintf("%ds", max(int(d.Seconds()), 1)) }
-		opts.HuddleValues["leaderElection"] = map[string]any{"leaseDuration": secs(d), "renewDeadline": secs(d * 2 / 3), "retryPeriod": secs(d / 10)}
-	}
-	if extraArgs != nil {
-		opts.HuddleValues["extraArgs"] = extraArgs
+	if d := *leaseDuration; d != 0 {
+		// The chart takes whole seconds ("60s") and wants the lease
+		// longer than the renew deadline, and that longer than 1.2
+		// retry periods: true of whole thirds and tenths from 3s up.
+		if d%time.Second != 0 || d < 3*time.Second {
+			fmt.Fprintf(os.Stderr, "-huddle-lease-duration %s: whole seconds, 3s or more (e.g. 60s)\n", d)
+			os.Exit(2)
+		}
+		secs := func(d time.Duration) string { return fmt.Sprintf("%ds", int(d.Seconds())) }
+		opts.HuddleValues["leaderElection"] = map[string]any{"leaseDuration": secs(d), "renewDeadline": secs(d * 2 / 3), "retryPeriod": secs(max(d/10, time.Second))}
 	}
 	if *memoryLimit != "" {
 		limit, err := resource.ParseQuantity(*memoryLimit)

@@ -266,14 +266,17 @@ func latestWarnings(events []corev1.Event) map[string]*corev1.Event {
 		if ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "Pod" {
 			continue
 		}
-		if prev, ok := out[ev.InvolvedObject.Name]; !ok || eventTime(prev).Time.Before(eventTime(ev).Time) {
+		if prev, ok := out[ev.InvolvedObject.Name]; !ok || EventTime(prev).Time.Before(EventTime(ev).Time) {
 			out[ev.InvolvedObject.Name] = ev
 		}
 	}
 	return out
 }
 
-func eventTime(ev *corev1.Event) metav1.Time {
+// EventTime is when an event last happened: its series' last
+// observation, else its last timestamp, else its event time, else when it
+// was created.
+func EventTime(ev *corev1.Event) metav1.Time {
 	switch {
 	case ev.Series != nil:
 		return metav1.NewTime(ev.Series.LastObservedTime.Time)
