@@ -292,8 +292,8 @@ func (e *Env) AddNodes(n int, o NodeOptions) []string {
 	// The node lifecycle controller lifts the not-ready taints a few
 	// nodes at a time: a minute was too short for 5,000 nodes, so the
 	// wait grows with n as the add-on pods' does. It waits until each
-	// node has been seen schedulable once (a node tainted again after is
-	// not noticed here, as the wait for the add-ons' pods would be); each look reads the nodes not
+	// node has been seen schedulable once (one tainted again afterwards is
+	// not caught here); each look reads the nodes not
 	// yet seen so, up to the first that is not, so the wait adds little
 	// load to the API server the benchmarks measure.
 	waiting := names
