@@ -200,6 +200,8 @@ func run(c runConfig) error {
 		// reads; every kind without managedFields.
 		Cache:            controller.CacheOptions(),
 		PprofBindAddress: c.pprofAddr,
+		// A smaller event correlator cache than client-go's default.
+		EventBroadcaster: controller.NewEventBroadcaster(), //nolint:staticcheck // lives as long as the process
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

@@ -2,12 +2,11 @@ package controller
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
 	"maps"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
-	"weak"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -55,13 +54,14 @@ const huddlePrefix = "huddle.io/"
 // of creation and deletion, labels (PodDisruptionBudget selectors, node
 // selectors), huddle's own annotations, owners and finalizers. Other
 // annotations (kubectl's last-applied-configuration, sidecar injectors'
-// status) and managedFields are dropped.
+// status) and managedFields are dropped. The namespace, labels and
+// owners, which many objects repeat, are shared (see shared).
 func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 	out := metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion, Generation: m.Generation,
+		Name: m.Name, Namespace: shareString(m.Namespace), UID: m.UID, ResourceVersion: m.ResourceVersion, Generation: m.Generation,
 		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp,
 		DeletionGracePeriodSeconds: m.DeletionGracePeriodSeconds,
-		Labels:                     m.Labels, OwnerReferences: m.OwnerReferences, Finalizers: m.Finalizers,
+		Labels:                     shareLabels(m.Labels), OwnerReferences: shareOwners(m.OwnerReferences), Finalizers: m.Finalizers,
 	}
 	for k, v := range m.Annotations {
 		if strings.HasPrefix(k, huddlePrefix) {
@@ -101,25 +101,11 @@ func TrimPod(obj any) (any, error) {
 	out := &corev1.Pod{TypeMeta: p.TypeMeta, ObjectMeta: trimMeta(&p.ObjectMeta)}
 	s := &p.Spec
 	out.Spec = corev1.PodSpec{
-		NodeName: s.NodeName, SchedulingGates: s.SchedulingGates, NodeSelector: s.NodeSelector, Tolerations: s.Tolerations,
-		Containers: requestsContainers.of(p),
+		NodeName: shareString(s.NodeName), SchedulingGates: s.SchedulingGates, NodeSelector: s.NodeSelector,
+		Tolerations: shareTolerations(s.Tolerations), Affinity: requiredNodeAffinity(s.Affinity),
+		Containers: requestsContainer(p), Volumes: claimVolumes(s.Volumes),
 	}
-	if a := s.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
-		out.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
-			RequiredDuringSchedulingIgnoredDuringExecution: a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution,
-		}}
-	}
-	for _, v := range s.Volumes {
-		switch {
-		case v.PersistentVolumeClaim != nil:
-			out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: v.PersistentVolumeClaim}})
-		case v.Ephemeral != nil:
-			// The claim's name is the pod's and the volume's; its
-			// template is read at admission only.
-			out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{}}})
-		}
-	}
-	out.Status.Phase = p.Status.Phase
+	out.Status.Phase = corev1.PodPhase(shareString(string(p.Status.Phase)))
 	for _, c := range p.Status.Conditions {
 		switch {
 		case c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse:
@@ -127,7 +113,7 @@ func TrimPod(obj any) (any, error) {
 			// UnschedulableSince); a scheduled pod's is never read.
 			out.Status.Conditions = append(out.Status.Conditions, c)
 		case c.Type == corev1.PodReady:
-			out.Status.Conditions = append(out.Status.Conditions, corev1.PodCondition{Type: c.Type, Status: c.Status})
+			out.Status.Conditions = append(out.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionStatus(shareString(string(c.Status)))})
 		}
 	}
 	for _, c := range p.Status.ContainerStatuses {
@@ -161,14 +147,119 @@ func mountsClaims(p *corev1.Pod) bool {
 // are immutable).
 func trimPlainPod(p *corev1.Pod) *corev1.Pod {
 	out := &corev1.Pod{TypeMeta: p.TypeMeta, ObjectMeta: metav1.ObjectMeta{
-		Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+		Name: p.Name, Namespace: shareString(p.Namespace), UID: p.UID, ResourceVersion: p.ResourceVersion,
 		CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
 		DeletionGracePeriodSeconds: p.DeletionGracePeriodSeconds,
 	}}
-	out.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName, SchedulingGates: p.Spec.SchedulingGates,
-		Containers: requestsContainers.of(p)}
-	out.Status.Phase = p.Status.Phase
+	out.Spec = corev1.PodSpec{NodeName: shareString(p.Spec.NodeName), SchedulingGates: p.Spec.SchedulingGates,
+		Containers: requestsContainer(p)}
+	out.Status.Phase = corev1.PodPhase(shareString(string(p.Status.Phase)))
 	return out
+}
+
+// claimVolumes keeps of a pod's volumes its claims: the name and claim of
+// each PersistentVolumeClaim volume, and the name of each generic
+// ephemeral volume (its claim's name is the pod's and the volume's; its
+// template is read at admission only). The members of a huddle mount the
+// same claims, so they share one list (see shared).
+func claimVolumes(vs []corev1.Volume) []corev1.Volume {
+	var key []byte
+	for _, v := range vs {
+		switch {
+		case v.PersistentVolumeClaim != nil:
+			key = fmt.Appendf(key, "%q pvc %q %t;", v.Name, v.PersistentVolumeClaim.ClaimName, v.PersistentVolumeClaim.ReadOnly)
+		case v.Ephemeral != nil:
+			key = fmt.Appendf(key, "%q ephemeral;", v.Name)
+		}
+	}
+	if key == nil {
+		return nil
+	}
+	return claimVolumeLists.of(string(key), func() []corev1.Volume {
+		var out []corev1.Volume
+		for _, v := range vs {
+			switch {
+			case v.PersistentVolumeClaim != nil:
+				out = append(out, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: v.PersistentVolumeClaim}})
+			case v.Ephemeral != nil:
+				out = append(out, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{}}})
+			}
+		}
+		return out
+	})
+}
+
+var (
+	claimVolumeLists = newShared[corev1.Volume]()
+	tolerationLists  = newShared[corev1.Toleration]()
+	ownerLists       = newShared[metav1.OwnerReference]()
+	nodeAffinities   = newShared[corev1.Affinity]()
+)
+
+// shareTolerations returns ts, shared (see shared): most pods carry the
+// same two, the API server's default tolerations of not-ready and
+// unreachable nodes.
+func shareTolerations(ts []corev1.Toleration) []corev1.Toleration {
+	if len(ts) == 0 {
+		return ts
+	}
+	key := protoKey(ts)
+	if key == "" {
+		return ts
+	}
+	return tolerationLists.of(key, func() []corev1.Toleration { return slices.Clone(ts) })
+}
+
+// shareOwners returns refs, shared (see shared): the pods of one
+// ReplicaSet, StatefulSet or Job have the same owner.
+func shareOwners(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	if len(refs) == 0 {
+		return refs
+	}
+	key := protoKey(refs)
+	if key == "" {
+		return refs
+	}
+	return ownerLists.of(key, func() []metav1.OwnerReference { return slices.Clone(refs) })
+}
+
+// requiredNodeAffinity keeps of a pod's affinity its required node
+// affinity, whole (a pin patch replaces its terms), shared (see shared):
+// huddle pins every member at a home to the same terms, unless their own
+// differ.
+func requiredNodeAffinity(a *corev1.Affinity) *corev1.Affinity {
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return nil
+	}
+	required := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+	build := func() []corev1.Affinity {
+		return []corev1.Affinity{{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: required}}}
+	}
+	key := protoKey([]corev1.NodeSelector{*required})
+	if key == "" {
+		return &build()[0]
+	}
+	return &nodeAffinities.of(key, build)[0]
+}
+
+// protoKey is the protobuf encoding of items, each prefixed by its
+// length: equal lists, and only they, get equal keys (the encoding of
+// these types is deterministic: they have no maps). It is "" if one does
+// not encode, and such a list is not shared.
+func protoKey[T any, P interface {
+	*T
+	Marshal() ([]byte, error)
+}](items []T) string {
+	var key []byte
+	for i := range items {
+		b, err := P(&items[i]).Marshal()
+		if err != nil {
+			return ""
+		}
+		key = binary.AppendUvarint(key, uint64(len(b)))
+		key = append(key, b...)
+	}
+	return string(key)
 }
 
 // RequestsContainer is the one container of a pod in huddle's cache: it
@@ -176,60 +267,23 @@ func trimPlainPod(p *corev1.Pod) *corev1.Pod {
 const RequestsContainer = "huddle-requests"
 
 // requestsContainers gives the cached pods that request the same one
-// RequestsContainer to share: the container and its resource list are
-// about 1 KB, 40% of a trimmed pod that mounts no claim, and most pods
-// request what some other pod made from the same template does.
-var requestsContainers = sharedContainers{byRequests: map[string]weak.Pointer[[1]corev1.Container]{}}
+// RequestsContainer to share (see shared): the container and its
+// resource list are about 1 KB, 40% of a trimmed pod that mounts no
+// claim, and most pods request what some other pod made from the same
+// template does.
+var requestsContainers = newShared[corev1.Container]()
 
-// sharedContainers holds each distinct RequestsContainer weakly, by what
-// it requests: one no cached pod holds any more is collected, and its
-// entry with it. Pods whose requests are all different (a vertical
-// autoscaler's) share nothing and cost about 100 B more each (the entry
-// and its cleanup), and leave nothing behind when they go.
-//
-// Cached objects are read-only (controller-runtime copies them for every
-// Get and List unless told not to, and those readers only read), so the
-// pods that share a container never see each other's changes: a pod that
-// changes is trimmed again, into another container.
-type sharedContainers struct {
-	mu         sync.Mutex
-	byRequests map[string]weak.Pointer[[1]corev1.Container]
-}
-
-// of returns the one-container list of a trimmed pod that requests what p
-// does.
-func (s *sharedContainers) of(p *corev1.Pod) []corev1.Container {
+// requestsContainer returns the one-container list of a trimmed pod that
+// requests what p does.
+func requestsContainer(p *corev1.Pod) []corev1.Container {
 	requests := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
-	key := requestsKey(requests)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c := s.byRequests[key].Value(); c != nil {
-		return c[:]
-	}
-	c := &[1]corev1.Container{{Name: RequestsContainer}}
-	if len(requests) > 0 {
-		c[0].Resources.Requests = requests
-	}
-	w := weak.Make(c)
-	s.byRequests[key] = w
-	runtime.AddCleanup(c, s.forget, sharedEntry{key, w})
-	return c[:]
-}
-
-// sharedEntry names a container of sharedContainers that was collected.
-type sharedEntry struct {
-	key string
-	c   weak.Pointer[[1]corev1.Container]
-}
-
-// forget drops the entry of a collected container, unless its requests
-// have a new container already.
-func (s *sharedContainers) forget(e sharedEntry) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.byRequests[e.key] == e.c {
-		delete(s.byRequests, e.key)
-	}
+	return requestsContainers.of(requestsKey(requests), func() []corev1.Container {
+		c := []corev1.Container{{Name: RequestsContainer}}
+		if len(requests) > 0 {
+			c[0].Resources.Requests = requests
+		}
+		return c
+	})
 }
 
 // requestsKey is a resource list as a string, the same for lists whose

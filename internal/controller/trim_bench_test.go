@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+
+	"github.com/huddle-io/huddle/internal/placement"
 )
 
 // BenchmarkCacheMemory measures the heap an informer store retains for
@@ -20,14 +22,16 @@ import (
 // from its own JSON as an informer decodes it from the wire, under the
 // transform huddle used before (managedFields stripped) and the trims.
 // The pods come from 250 templates that request different CPU, 20 pods
-// each, so the trim's shared requests (sharedContainers) are shared as
-// in a cluster of ReplicaSets, not once by every pod. It reports the
+// each, so the trim's shared requests (see shared) are shared as in a
+// cluster of ReplicaSets, not once by every pod; the members are in
+// huddles of 10 on 500 nodes, each pinned to its home with its own
+// claim, and the other pods spread over the nodes. It reports the
 // bytes retained per object and, scaled, the MiB at 20,000 pods and
 // 2,000 nodes:
 //
 //	go test -run '^$' -bench CacheMemory -benchtime 1x ./internal/controller/
 func BenchmarkCacheMemory(b *testing.B) {
-	const pods, nodes, templates = 5000, 500, 250
+	const pods, nodes, templates, groupSize = 5000, 500, 250, 10
 	// fromTemplate gives p the CPU request of the i-th pod's template.
 	fromTemplate := func(p *corev1.Pod, i int) *corev1.Pod {
 		p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = *resource.NewMilliQuantity(int64(100+i%templates), resource.DecimalSI)
@@ -50,7 +54,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 			for b.Loop() {
 				podBytes := retained(b, pods, func(i int) any {
 					p := fromTemplate(decode[corev1.Pod](b, pod, fmt.Sprintf("web-%d", i)), i)
-					return transformed(b, tc.transform, TrimPod, p)
+					return transformed(b, tc.transform, TrimPod, inHuddle(p, i/groupSize, nodes))
 				})
 				nodeBytes := retained(b, nodes, func(i int) any {
 					n := decode[corev1.Node](b, node, fmt.Sprintf("n%d", i))
@@ -58,6 +62,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 				})
 				plainBytes := retained(b, pods, func(i int) any {
 					p := fromTemplate(decode[corev1.Pod](b, plain, fmt.Sprintf("plain-%d", i)), i)
+					p.Spec.NodeName = fmt.Sprintf("n%d", i%nodes)
 					return transformed(b, tc.transform, TrimPod, p)
 				})
 				b.ReportMetric(podBytes, "B/pod")
@@ -68,6 +73,23 @@ func BenchmarkCacheMemory(b *testing.B) {
 			}
 		})
 	}
+}
+
+// inHuddle makes p, a realisticPod, a member of the group-th huddle of
+// groupSize pods: on its home, one of nodes, pinned there, mounting the
+// huddle's claim. The strings are new, as each pod decoded from the wire
+// has its own.
+func inHuddle(p *corev1.Pod, group, nodes int) *corev1.Pod {
+	home, claim := fmt.Sprintf("n%d", group%nodes), fmt.Sprintf("data-%d", group)
+	p.Spec.NodeName = home
+	p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchFields[0].Values = []string{fmt.Sprintf("n%d", group%nodes)}
+	p.Annotations[placement.AnnotationPinnedBy] = "claim " + p.Namespace + "/" + claim + " home " + home
+	for _, v := range p.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			v.PersistentVolumeClaim.ClaimName = claim
+		}
+	}
+	return p
 }
 
 // decode returns a fresh copy of obj named name, decoded from JSON so
@@ -106,7 +128,7 @@ func retained(b *testing.B, n int, make func(int) any) float64 {
 	store := toolscache.NewStore(toolscache.MetaNamespaceKeyFunc)
 	var before, after runtime.MemStats
 	// Twice, a moment apart: cleanups of what the last store held
-	// (sharedContainers' entries) run after the first collection and
+	// (shared's entries) run after the first collection and
 	// free more.
 	runtime.GC()
 	time.Sleep(10 * time.Millisecond)

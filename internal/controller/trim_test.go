@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 	"weak"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -20,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/record"
-	resourcehelper "k8s.io/component-helpers/resource"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -570,7 +570,7 @@ func TestTrimmedPodsShareTheirRequests(t *testing.T) {
 	for range 100 {
 		runtime.GC()
 		requestsContainers.mu.Lock()
-		_, kept := requestsContainers.byRequests[key]
+		_, kept := requestsContainers.byKey[key]
 		requestsContainers.mu.Unlock()
 		if !kept {
 			break
@@ -578,8 +578,8 @@ func TestTrimmedPodsShareTheirRequests(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	requestsContainers.mu.Lock()
-	_, kept := requestsContainers.byRequests[key]
-	_, shared := requestsContainers.byRequests[requestsKey(a.Spec.Containers[0].Resources.Requests)]
+	_, kept := requestsContainers.byKey[key]
+	_, shared := requestsContainers.byKey[requestsKey(a.Spec.Containers[0].Resources.Requests)]
 	requestsContainers.mu.Unlock()
 	if kept {
 		t.Errorf("the container of requests no pod holds any more is still in the table")
@@ -592,20 +592,67 @@ func TestTrimmedPodsShareTheirRequests(t *testing.T) {
 	runtime.KeepAlive(member)
 }
 
-// A cleanup that comes late, for a container whose requests have a new
-// one already, leaves the new one in the table.
-func TestSharedContainersForgetOnlyTheCollected(t *testing.T) {
-	s := &sharedContainers{byRequests: map[string]weak.Pointer[[1]corev1.Container]{}}
-	p := realisticPod("a", "n1", "data", false)
-	key := requestsKey(resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}))
-	old := weak.Make(&[1]corev1.Container{})
-	held := s.of(p)
-	s.forget(sharedEntry{key, old})
-	if again := s.of(p); &again[0] != &held[0] {
-		t.Errorf("a late cleanup of an older container dropped the one pods hold")
+// A cleanup that comes late, for a copy whose key has a newer one
+// already, leaves the newer one in the table.
+func TestSharedForgetsOnlyTheCollected(t *testing.T) {
+	s := newShared[corev1.Container]()
+	build := func() []corev1.Container { return []corev1.Container{{Name: RequestsContainer}} }
+	old := weak.Make(&corev1.Container{})
+	held := s.of("k", build)
+	s.forget(sharedGone[corev1.Container]{key: "k", first: old})
+	if again := s.of("k", build); &again[0] != &held[0] {
+		t.Errorf("a late cleanup of an older copy dropped the one objects hold")
 	}
-	s.forget(sharedEntry{key, s.byRequests[key]})
-	if _, kept := s.byRequests[key]; kept {
-		t.Errorf("the cleanup of the container in the table left its entry")
+	s.forget(sharedGone[corev1.Container]{key: "k", first: s.byKey["k"].first})
+	if _, kept := s.byKey["k"]; kept {
+		t.Errorf("the cleanup of the copy in the table left its entry")
 	}
+	runtime.KeepAlive(held)
+}
+
+// Members of one huddle share what they repeat in the cache: their
+// claims, owners, tolerations, node affinity once pinned to the same
+// home, and the strings of their namespace, node and labels; what
+// differs is not shared, and each pod reads as it did.
+func TestTrimmedMembersShareWhatTheyRepeat(t *testing.T) {
+	member := func(name, node string) (*corev1.Pod, *corev1.Pod) {
+		// Decoded, so that no two pods share memory, as from the wire.
+		p := must(TrimPod(roundTrip(t, realisticPod(name, node, "data", false)))).(*corev1.Pod)
+		return p, realisticPod(name, node, "data", false)
+	}
+	a, wantA := member("a", "n1")
+	b, _ := member("b", "n1")
+	c, wantC := member("c", "n2")
+	if &a.Spec.Volumes[0] != &b.Spec.Volumes[0] || &a.OwnerReferences[0] != &b.OwnerReferences[0] || &a.Spec.Tolerations[0] != &b.Spec.Tolerations[0] {
+		t.Errorf("members with the same claims, owner and tolerations hold their own copies")
+	}
+	if a.Spec.Affinity != b.Spec.Affinity {
+		t.Errorf("members pinned to the same home hold their own node affinity")
+	}
+	if a.Spec.Affinity == c.Spec.Affinity {
+		t.Fatalf("members pinned to different homes share one node affinity")
+	}
+	for _, s := range [][2]string{{a.Namespace, b.Namespace}, {a.Spec.NodeName, b.Spec.NodeName}, {a.Labels["app"], b.Labels["app"]}} {
+		if unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
+			t.Errorf("%q is held twice", s[0])
+		}
+	}
+	for _, tc := range []struct{ got, want *corev1.Pod }{{a, wantA}, {c, wantC}} {
+		w := tc.want
+		if !reflect.DeepEqual(tc.got.Spec.Affinity.NodeAffinity, &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: w.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution}) ||
+			!reflect.DeepEqual(tc.got.Spec.Tolerations, w.Spec.Tolerations) || !reflect.DeepEqual(tc.got.OwnerReferences, w.OwnerReferences) ||
+			!reflect.DeepEqual(tc.got.Labels, w.Labels) || tc.got.Spec.NodeName != w.Spec.NodeName || tc.got.Namespace != w.Namespace {
+			t.Errorf("%s reads differently through the shared copies: %+v", w.Name, tc.got)
+		}
+	}
+}
+
+// roundTrip returns a copy of p decoded from its protobuf encoding.
+func roundTrip(t *testing.T, p *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	out := &corev1.Pod{}
+	if err := out.Unmarshal(must(p.Marshal())); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
