@@ -21,12 +21,6 @@ const codeReserve = 32 << 20
 // Go would collect garbage almost without pause and still not fit.
 const minMemoryLimit = 64 << 20
 
-// goMemoryLimit is the soft memory limit Go keeps to in a container whose
-// memory limit is containerLimit: codeReserve below it.
-func goMemoryLimit(containerLimit int64) int64 {
-	return containerLimit - codeReserve
-}
-
 // setMemoryLimit sets Go's soft memory limit from the container's memory
 // limit, given as a quantity in limit (the chart passes limits.memory in
 // HUDDLE_MEMORY_LIMIT, as a number of bytes). It returns the limit set,
@@ -46,9 +40,9 @@ func setMemoryLimit(limit string) (set int64, ignored bool, err error) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return 0, true, nil
 	}
-	// Value rounds up and stops at the largest int64: a limit that large
-	// is no limit.
-	goLimit := goMemoryLimit(q.Value())
+	// Go keeps to codeReserve below the container's limit. Value rounds
+	// up and stops at the largest int64: a limit that large is no limit.
+	goLimit := q.Value() - codeReserve
 	debug.SetMemoryLimit(goLimit)
 	return goLimit, false, nil
 }

@@ -243,7 +243,14 @@ func runArm(b *testing.B, env *simtest.Env, w *runningWatch, arm string, groups 
 		r.perSecond = float64(running) / end.Sub(start).Seconds()
 	}
 	r.p50, r.p99 = lat.q(0.5), lat.q(0.99)
-	r.attempts, r.hungWhy = schedulingAttempts(b, env, prefix, r.hung)
+	events, err := env.Client.CoreV1().Events(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.attempts = schedulingAttempts(events.Items, prefix)
+	if r.hung > 0 {
+		r.hungWhy = whyHung(b, env, events.Items, prefix)
+	}
 	// Logged now, so a later arm's failure does not lose it.
 	b.Logf("arm %s: %.1f pods Running/s, create to Running p50 %s p99 %s, %d scheduling attempts, %d hung %s",
 		arm, r.perSecond, r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.attempts, r.hung, r.hungWhy)
@@ -253,16 +260,10 @@ func runArm(b *testing.B, env *simtest.Env, w *runningWatch, arm string, groups 
 }
 
 // schedulingAttempts counts the scheduler's verdicts on the arm's pods
-// (each Scheduled and FailedScheduling event, with its repeats), and says
-// why the hung pods hung.
-func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int) (int, string) {
-	events, err := env.Client.CoreV1().Events(env.Namespace).List(env.Ctx, metav1.ListOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
+// (each Scheduled and FailedScheduling event, with its repeats).
+func schedulingAttempts(events []corev1.Event, prefix string) int {
 	attempts := 0
-	why := map[string]int{}
-	for _, ev := range events.Items {
+	for _, ev := range events {
 		if !strings.HasPrefix(ev.InvolvedObject.Name, prefix+"-") {
 			continue
 		}
@@ -275,68 +276,73 @@ func schedulingAttempts(b *testing.B, env *simtest.Env, prefix string, hung int)
 			attempts += count
 		}
 	}
-	if hung > 0 {
-		pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
-		if err != nil {
-			b.Fatal(err)
+	return attempts
+}
+
+// whyHung says, by kind and count, why the arm's pods that do not run
+// hung.
+func whyHung(b *testing.B, env *simtest.Env, events []corev1.Event, prefix string) string {
+	why := map[string]int{}
+	pods, err := env.Client.CoreV1().Pods(env.Namespace).List(env.Ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A pod that started but does not run is either on a node its
+	// claim's other pods are not on (a split: Multi-Attach), or
+	// waiting for its volume. Its latest volume event says what
+	// kube-controller-manager's attach/detach controller
+	// (FailedAttachVolume) or the kubelet (FailedMount) reported; a
+	// pod whose attach is only slow has none.
+	nodesOfClaim := map[string]sets.Set[string]{}
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Name, prefix+"-") || p.Spec.NodeName == "" {
+			continue
 		}
-		// A pod that started but does not run is either on a node its
-		// claim's other pods are not on (a split: Multi-Attach), or
-		// waiting for its volume. Its latest volume event says what
-		// kube-controller-manager's attach/detach controller
-		// (FailedAttachVolume) or the kubelet (FailedMount) reported; a
-		// pod whose attach is only slow has none.
-		nodesOfClaim := map[string]sets.Set[string]{}
-		for _, p := range pods.Items {
-			if !strings.HasPrefix(p.Name, prefix+"-") || p.Spec.NodeName == "" {
-				continue
+		for _, c := range huddlewebhook.ClaimNames(&p) {
+			if nodesOfClaim[c] == nil {
+				nodesOfClaim[c] = sets.New[string]()
 			}
-			for _, c := range huddlewebhook.ClaimNames(&p) {
-				if nodesOfClaim[c] == nil {
-					nodesOfClaim[c] = sets.New[string]()
-				}
-				nodesOfClaim[c].Insert(p.Spec.NodeName)
-			}
+			nodesOfClaim[c].Insert(p.Spec.NodeName)
 		}
-		lastVolumeEvent, lastAt := map[string]string{}, map[string]time.Time{}
-		for i := range events.Items {
-			ev := &events.Items[i]
-			name, at := ev.InvolvedObject.Name, simreport.EventTime(ev).Time
-			if (ev.Reason == "FailedAttachVolume" || ev.Reason == "FailedMount") && !at.Before(lastAt[name]) {
-				lastVolumeEvent[name], lastAt[name] = ev.Reason+": "+eventGist(ev.Message), at
-			}
+	}
+	lastVolumeEvent, lastAt := map[string]string{}, map[string]time.Time{}
+	for i := range events {
+		ev := &events[i]
+		name, at := ev.InvolvedObject.Name, simreport.EventTime(ev).Time
+		if (ev.Reason == "FailedAttachVolume" || ev.Reason == "FailedMount") && !at.Before(lastAt[name]) {
+			lastVolumeEvent[name], lastAt[name] = ev.Reason+": "+eventGist(ev.Message), at
 		}
-		for _, p := range pods.Items {
-			if !strings.HasPrefix(p.Name, prefix+"-") || p.Status.Phase == corev1.PodRunning {
-				continue
-			}
-			if p.Spec.NodeName == "" {
-				why["Unschedulable or gated"]++
-				continue
-			}
-			claims := huddlewebhook.ClaimNames(&p)
-			split := false
-			for _, c := range claims {
-				split = split || nodesOfClaim[c].Len() > 1
-			}
-			kind := "ContainerCreating, its claim's pods all on its node"
-			switch {
-			case len(claims) == 0:
-				kind = "ContainerCreating, no claim"
-			case split:
-				kind = "ContainerCreating, its claim's pods on several nodes"
-			}
-			if ev := lastVolumeEvent[p.Name]; ev != "" {
-				kind += " (latest volume event " + ev + ")"
-			}
-			why[kind]++
+	}
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Name, prefix+"-") || p.Status.Phase == corev1.PodRunning {
+			continue
 		}
+		if p.Spec.NodeName == "" {
+			why["Unschedulable or gated"]++
+			continue
+		}
+		claims := huddlewebhook.ClaimNames(&p)
+		split := false
+		for _, c := range claims {
+			split = split || nodesOfClaim[c].Len() > 1
+		}
+		kind := "ContainerCreating, its claim's pods all on its node"
+		switch {
+		case len(claims) == 0:
+			kind = "ContainerCreating, no claim"
+		case split:
+			kind = "ContainerCreating, its claim's pods on several nodes"
+		}
+		if ev := lastVolumeEvent[p.Name]; ev != "" {
+			kind += " (latest volume event " + ev + ")"
+		}
+		why[kind]++
 	}
 	var parts []string
 	for k, v := range why {
 		parts = append(parts, fmt.Sprintf("%d %s", v, k))
 	}
-	return attempts, strings.Join(parts, ", ")
+	return strings.Join(parts, ", ")
 }
 
 // quoted matches the names in an event's message ("pvc-…", volume IDs),

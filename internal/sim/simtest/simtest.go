@@ -292,10 +292,10 @@ func (e *Env) AddNodes(n int, o NodeOptions) []string {
 	// The node lifecycle controller lifts the not-ready taints a few
 	// nodes at a time: a minute was too short for 5,000 nodes, so the
 	// wait grows with n as the add-on pods' does. It waits until each
-	// node has been seen schedulable once (one tainted again afterwards is
-	// not caught here); each look reads the nodes not
-	// yet seen so, up to the first that is not, so the wait adds little
-	// load to the API server the benchmarks measure.
+	// node has been seen schedulable once (one tainted again afterwards
+	// is not caught here). Each look reads the nodes not yet seen so, up
+	// to the first that is not, so the wait adds little load to the API
+	// server the benchmarks measure.
 	waiting := names
 	e.Eventually("pool nodes schedulable", cluster.SystemPodsTimeout(n), func() error {
 		for len(waiting) > 0 {
