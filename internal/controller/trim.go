@@ -11,15 +11,19 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 )
 
 // CacheOptions are the informer cache options of huddle's manager. Pods,
-// Nodes and the workloads that own pods are cached trimmed to the fields
-// huddle decides with (TrimPod, TrimNode, TrimWorkload): on a large
+// Nodes, the workloads that own pods, claims, volumes and attachments are
+// cached trimmed to the fields huddle decides with (TrimPod, TrimNode,
+// TrimWorkload, TrimClaim, TrimVolume, TrimAttachment): on a large
 // cluster they are most of huddle's memory, and most of a pod (images,
 // env, probes, mounts, container statuses) and of a node (images, system
 // info, addresses) is never read. Every other kind loses only its
@@ -35,12 +39,16 @@ func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: strip,
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:         {Transform: TrimPod},
-			&corev1.Node{}:        {Transform: TrimNode},
-			&appsv1.Deployment{}:  {Transform: TrimWorkload},
-			&appsv1.ReplicaSet{}:  {Transform: TrimWorkload},
-			&appsv1.StatefulSet{}: {Transform: TrimWorkload},
-			&batchv1.Job{}:        {Transform: TrimWorkload},
+			&corev1.Pod{}:                   {Transform: TrimPod},
+			&corev1.Node{}:                  {Transform: TrimNode},
+			&appsv1.Deployment{}:            {Transform: TrimWorkload},
+			&appsv1.ReplicaSet{}:            {Transform: TrimWorkload},
+			&appsv1.StatefulSet{}:           {Transform: TrimWorkload},
+			&batchv1.Job{}:                  {Transform: TrimWorkload},
+			&corev1.PersistentVolumeClaim{}: {Transform: TrimClaim},
+			&corev1.PersistentVolume{}:      {Transform: TrimVolume},
+			&storagev1.VolumeAttachment{}:   {Transform: TrimAttachment},
+			&huddlev1.Huddle{}:              {Transform: ShareHuddle},
 		},
 	}
 }
@@ -57,11 +65,19 @@ const huddlePrefix = "huddle.io/"
 // status) and managedFields are dropped. The namespace, labels and
 // owners, which many objects repeat, are shared (see shared).
 func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	out := identityMeta(m)
+	out.DeletionGracePeriodSeconds = m.DeletionGracePeriodSeconds
+	out.Labels, out.OwnerReferences, out.Finalizers = shareLabels(m.Labels), shareOwners(m.OwnerReferences), m.Finalizers
+	return out
+}
+
+// identityMeta keeps of an object's metadata its identity, version,
+// generation, times of creation and deletion and huddle's own
+// annotations: what huddle reads of claims, volumes and attachments.
+func identityMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 	out := metav1.ObjectMeta{
 		Name: m.Name, Namespace: shareString(m.Namespace), UID: m.UID, ResourceVersion: m.ResourceVersion, Generation: m.Generation,
 		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp,
-		DeletionGracePeriodSeconds: m.DeletionGracePeriodSeconds,
-		Labels:                     shareLabels(m.Labels), OwnerReferences: shareOwners(m.OwnerReferences), Finalizers: m.Finalizers,
 	}
 	for k, v := range m.Annotations {
 		if strings.HasPrefix(k, huddlePrefix) {
@@ -72,6 +88,88 @@ func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 		}
 	}
 	return out
+}
+
+// TrimClaim is the cache transform of PersistentVolumeClaims. huddle
+// reads of a claim whether it is opted in (huddle's annotation), its
+// access modes, class and volume, and its identity (a Huddle's owner);
+// the phase is kept for whoever reads the cache. It never writes claims.
+// With --cluster-wide a cluster of 50,000 claims holds all of them, so
+// they are trimmed like pods (BenchmarkClaimMemory).
+func TrimClaim(obj any) (any, error) {
+	c, ok := obj.(*corev1.PersistentVolumeClaim)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.PersistentVolumeClaim{TypeMeta: c.TypeMeta, ObjectMeta: identityMeta(&c.ObjectMeta),
+		Spec:   corev1.PersistentVolumeClaimSpec{AccessModes: shareAccessModes(c.Spec.AccessModes), StorageClassName: c.Spec.StorageClassName, VolumeName: c.Spec.VolumeName},
+		Status: corev1.PersistentVolumeClaimStatus{Phase: corev1.PersistentVolumeClaimPhase(shareString(string(c.Status.Phase)))}}, nil
+}
+
+// TrimVolume is the cache transform of PersistentVolumes. huddle reads of
+// a volume its access modes, its source's type (and a CSI volume's
+// driver), where it may attach (node affinity, whole) and its claim;
+// capacity, the CSI volume's handle and attributes, mount options and
+// labels are dropped. The volumes of a zone share one node affinity. It
+// never writes volumes.
+func TrimVolume(obj any) (any, error) {
+	v, ok := obj.(*corev1.PersistentVolume)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.PersistentVolume{TypeMeta: v.TypeMeta, ObjectMeta: identityMeta(&v.ObjectMeta),
+		Spec: corev1.PersistentVolumeSpec{AccessModes: shareAccessModes(v.Spec.AccessModes), PersistentVolumeSource: v.Spec.PersistentVolumeSource,
+			NodeAffinity: shareVolumeAffinity(v.Spec.NodeAffinity), StorageClassName: shareString(v.Spec.StorageClassName)},
+		Status: corev1.PersistentVolumeStatus{Phase: corev1.PersistentVolumePhase(shareString(string(v.Status.Phase)))}}
+	if csi := v.Spec.CSI; csi != nil {
+		// Which driver attaches it decides whether it is shared.
+		out.Spec.CSI = &corev1.CSIPersistentVolumeSource{Driver: shareString(csi.Driver)}
+	}
+	if r := v.Spec.ClaimRef; r != nil {
+		out.Spec.ClaimRef = &corev1.ObjectReference{Namespace: r.Namespace, Name: r.Name, UID: r.UID}
+	}
+	return out, nil
+}
+
+// ShareHuddle is the cache transform of Huddles. It keeps all of a Huddle
+// but its managedFields: huddle updates Huddles whole. What Huddles
+// repeat is shared (see shared): the home and members' nodes, the
+// phases, and the conditions' types, reasons and the messages many say
+// alike ("The huddle is not moving.").
+func ShareHuddle(obj any) (any, error) {
+	h, ok := obj.(*huddlev1.Huddle)
+	if !ok {
+		return obj, nil
+	}
+	h.ManagedFields = nil
+	h.Namespace = shareString(h.Namespace)
+	h.OwnerReferences = shareOwners(h.OwnerReferences)
+	st := &h.Status
+	st.Home, st.Phase = shareString(st.Home), huddlev1.Phase(shareString(string(st.Phase)))
+	for i := range st.Members {
+		m := &st.Members[i]
+		m.Node, m.Phase, m.Reason = shareString(m.Node), corev1.PodPhase(shareString(string(m.Phase))), shareString(m.Reason)
+	}
+	for i := range st.Conditions {
+		c := &st.Conditions[i]
+		c.Type, c.Status, c.Reason, c.Message = shareString(c.Type), metav1.ConditionStatus(shareString(string(c.Status))), shareString(c.Reason), shareString(c.Message)
+	}
+	return h, nil
+}
+
+// TrimAttachment is the cache transform of VolumeAttachments: huddle
+// reads of one its attacher, node and volume and whether it is attached;
+// the attachment's metadata and errors are dropped. It deletes
+// attachments (by UID) but never writes them.
+func TrimAttachment(obj any) (any, error) {
+	a, ok := obj.(*storagev1.VolumeAttachment)
+	if !ok {
+		return obj, nil
+	}
+	return &storagev1.VolumeAttachment{TypeMeta: a.TypeMeta, ObjectMeta: identityMeta(&a.ObjectMeta),
+		Spec: storagev1.VolumeAttachmentSpec{Attacher: shareString(a.Spec.Attacher), NodeName: shareString(a.Spec.NodeName),
+			Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: a.Spec.Source.PersistentVolumeName}},
+		Status: storagev1.VolumeAttachmentStatus{Attached: a.Status.Attached}}, nil
 }
 
 // TrimPod is the cache transform of Pods. It keeps what placement,
@@ -240,6 +338,33 @@ func requiredNodeAffinity(a *corev1.Affinity) *corev1.Affinity {
 		return &build()[0]
 	}
 	return &nodeAffinities.of(key, build)[0]
+}
+
+var (
+	accessModeLists  = newShared[corev1.PersistentVolumeAccessMode]()
+	volumeAffinities = newShared[corev1.VolumeNodeAffinity]()
+)
+
+// shareAccessModes returns ms, shared (see shared): almost every claim
+// and volume has the same one.
+func shareAccessModes(ms []corev1.PersistentVolumeAccessMode) []corev1.PersistentVolumeAccessMode {
+	if len(ms) == 0 {
+		return ms
+	}
+	return accessModeLists.of(fmt.Sprint(ms), func() []corev1.PersistentVolumeAccessMode { return slices.Clone(ms) })
+}
+
+// shareVolumeAffinity returns a, shared (see shared): the volumes of one
+// zone have the same.
+func shareVolumeAffinity(a *corev1.VolumeNodeAffinity) *corev1.VolumeNodeAffinity {
+	if a == nil {
+		return nil
+	}
+	key := protoKey([]corev1.VolumeNodeAffinity{*a})
+	if key == "" {
+		return a
+	}
+	return &volumeAffinities.of(key, func() []corev1.VolumeNodeAffinity { return []corev1.VolumeNodeAffinity{*a} })[0]
 }
 
 // protoKey is the protobuf encoding of items, each prefixed by its

@@ -656,3 +656,78 @@ func roundTrip(t *testing.T, p *corev1.Pod) *corev1.Pod {
 	}
 	return out
 }
+
+// Whether a claim is opted in and shared, where its volume may attach,
+// the volume's claim and the attachments' nodes read the same through
+// the trimmed cache; a Huddle is whole but for its managedFields.
+func TestTrimClaimsVolumesAttachmentsKeepWhatDecisionsRead(t *testing.T) {
+	trimmed := func(trim func(any) (any, error), obj any) any {
+		out := must(trim(obj))
+		if again := must(trim(out)); !reflect.DeepEqual(again, out) {
+			t.Errorf("trimming twice changes a %T", obj)
+		}
+		return out
+	}
+	optedIn, rwx, rwop := realisticClaim(), realisticClaim(), realisticClaim()
+	optedIn.Annotations[scope.AnnotationShare] = "true"
+	rwx.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}
+	rwop.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOncePod}
+	inTree, nfs, rwxVolume := realisticVolume(), realisticVolume(), realisticVolume()
+	inTree.Spec.CSI, inTree.Spec.AWSElasticBlockStore = nil, &corev1.AWSElasticBlockStoreVolumeSource{VolumeID: "vol-1", FSType: "ext4"}
+	nfs.Spec.CSI, nfs.Spec.NFS = nil, &corev1.NFSVolumeSource{Server: "nfs.example.com", Path: "/data"}
+	rwxVolume.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}
+	noAttach := &storagev1.CSIDriver{Spec: storagev1.CSIDriverSpec{AttachRequired: ptr.To(false)}}
+	class := &storagev1.StorageClass{Provisioner: "ebs.csi.aws.com"}
+	for _, claim := range []*corev1.PersistentVolumeClaim{realisticClaim(), optedIn, rwx, rwop} {
+		c := trimmed(TrimClaim, claim.DeepCopy()).(*corev1.PersistentVolumeClaim)
+		for _, s := range []scope.Scope{{}, {ClusterWide: true}} {
+			if got, want := s.OptedIn(nil, gatherNS, c), s.OptedIn(nil, gatherNS, claim); got != want {
+				t.Errorf("claim %v, %+v: opted in %t through the cache, want %t", claim.Annotations, s, got, want)
+			}
+		}
+		if c.Name != claim.Name || c.Namespace != claim.Namespace || c.UID != claim.UID || c.Spec.VolumeName != claim.Spec.VolumeName ||
+			*c.Spec.StorageClassName != *claim.Spec.StorageClassName || c.Status.Phase != claim.Status.Phase {
+			t.Errorf("lost what gathering reads of a claim: %+v", c)
+		}
+		for _, pv := range []*corev1.PersistentVolume{nil, realisticVolume(), inTree, nfs, rwxVolume} {
+			for _, driver := range []*storagev1.CSIDriver{nil, noAttach} {
+				whole := scope.Volume{Claim: claim, PV: pv, Driver: driver, Class: class}
+				cut := scope.Volume{Claim: c, Driver: driver, Class: class}
+				if pv != nil {
+					cut.PV = trimmed(TrimVolume, pv.DeepCopy()).(*corev1.PersistentVolume)
+				}
+				gotShared, gotWhy := scope.Shared(cut)
+				wantShared, wantWhy := scope.Shared(whole)
+				if gotShared != wantShared || gotWhy != wantWhy {
+					t.Errorf("claim %v, volume %+v: shared %t (%s) through the cache, want %t (%s)", claim.Spec.AccessModes, pv, gotShared, gotWhy, wantShared, wantWhy)
+				}
+			}
+		}
+	}
+	pv := realisticVolume()
+	v := trimmed(TrimVolume, pv.DeepCopy()).(*corev1.PersistentVolume)
+	if v.Name != pv.Name || v.UID != pv.UID || v.Spec.ClaimRef.Namespace != gatherNS || v.Spec.ClaimRef.Name != "data" ||
+		!reflect.DeepEqual(v.Spec.NodeAffinity, pv.Spec.NodeAffinity) || v.Spec.CSI.Driver != pv.Spec.CSI.Driver {
+		t.Errorf("lost what gathering and failover read of a volume: %+v", v)
+	}
+	if v.Spec.Capacity != nil || v.Spec.CSI.VolumeAttributes != nil || v.Annotations != nil || v.Finalizers != nil {
+		t.Errorf("kept what is never read of a volume: %+v", v)
+	}
+	va := realisticAttachment()
+	va.DeletionTimestamp = &metav1.Time{Time: time.Date(2026, 1, 1, 0, 3, 0, 0, time.UTC)}
+	a := trimmed(TrimAttachment, va.DeepCopy()).(*storagev1.VolumeAttachment)
+	if !reflect.DeepEqual(AttachmentPV(a), AttachmentPV(va)) || !reflect.DeepEqual(attachmentNode(a), attachmentNode(va)) ||
+		a.Spec.Attacher != va.Spec.Attacher || a.Status.Attached != va.Status.Attached || !a.DeletionTimestamp.Equal(va.DeletionTimestamp) ||
+		a.Name != va.Name || a.UID != va.UID {
+		t.Errorf("lost what gathering, node usage and failover read of an attachment: %+v", a)
+	}
+	if a.Status.AttachmentMetadata != nil || a.Annotations != nil || a.Finalizers != nil {
+		t.Errorf("kept what is never read of an attachment: %+v", a)
+	}
+	h := realisticHuddle()
+	got := trimmed(ShareHuddle, h.DeepCopy())
+	h.ManagedFields = nil
+	if !reflect.DeepEqual(got, h) {
+		t.Errorf("a Huddle changed in the cache (huddle updates them whole):\n got %+v\nwant %+v", got, h)
+	}
+}
