@@ -183,7 +183,7 @@ func (p *Pool) syncNodeStatus(ctx context.Context, n *node, force bool) error {
 	}
 	p.mu.Unlock()
 	for _, key := range waiting {
-		p.queue.Add(key) // their volumes may now be reported in use
+		p.enqueue(key) // their volumes may now be reported in use
 	}
 	return nil
 }

@@ -35,15 +35,25 @@ type Pool struct {
 	claims     corelisters.PersistentVolumeClaimLister
 	volumes    corelisters.PersistentVolumeLister
 	csiDrivers storagelisters.CSIDriverLister
-	queue      workqueue.TypedRateLimitingInterface[string]
+	// queue holds the keys of pods to sync; procQueue those of pods whose
+	// containers run as processes (procKeys), which have workers of their
+	// own: a real node's kubelet restarts its containers and reports
+	// their readiness whatever other nodes' pods do, and with one queue
+	// for all the simulated nodes' pods a crashed huddle replica waited
+	// minutes behind 20,000 other pods' syncs to be restarted.
+	queue     workqueue.TypedRateLimitingInterface[string]
+	procQueue workqueue.TypedRateLimitingInterface[string]
 
 	// procs runs some images' containers as processes (nil: none).
 	procs *Processes
 
-	mu     sync.Mutex
-	nodes  map[string]*node
-	nextIP int
-	podIPs int
+	mu    sync.Mutex
+	nodes map[string]*node
+	// procKeys are the keys of pods seen running processes; a key stays
+	// in its queue for good, so no two workers sync one pod at once.
+	procKeys map[string]bool
+	nextIP   int
+	podIPs   int
 	// runCtx is Run's context once it runs: nodes added from then on
 	// start their heartbeats at once.
 	runCtx context.Context
@@ -117,10 +127,10 @@ func New(cfg *rest.Config, factory informers.SharedInformerFactory, profile timi
 		claims:      factory.Core().V1().PersistentVolumeClaims().Lister(),
 		volumes:     factory.Core().V1().PersistentVolumes().Lister(),
 		csiDrivers:  factory.Storage().V1().CSIDrivers().Lister(),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "sim-kubelet"}),
-		nodes: map[string]*node{},
+		queue:       newPodQueue("sim-kubelet"),
+		procQueue:   newPodQueue("sim-kubelet-processes"),
+		nodes:       map[string]*node{},
+		procKeys:    map[string]bool{},
 	}
 	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    p.onPod,
@@ -198,13 +208,29 @@ func (p *Pool) RunProcesses(ps *Processes) { p.procs = ps }
 // simulated.
 func (p *Pool) RunsProcesses(pod *corev1.Pod) bool { return p.procs.runsProcesses(pod) }
 
-// Run plays the kubelets until ctx ends, then stops every process it
-// started.
+// processWorkers sync the pods that run processes (a few: huddle's
+// replicas, webhooks).
+const processWorkers = 2
+
+func newPodQueue(name string) workqueue.TypedRateLimitingInterface[string] {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 10*time.Second),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: name})
+}
+
+// Run plays the kubelets with workers that sync pods (and processWorkers
+// more for the pods that run processes) until ctx ends, then stops every
+// process it started.
 func (p *Pool) Run(ctx context.Context, workers int) {
 	ctx = klog.NewContext(ctx, p.logger)
 	var running sync.WaitGroup
 	for range workers {
-		running.Go(func() { wait.UntilWithContext(ctx, p.worker, time.Second) })
+		running.Go(func() { wait.UntilWithContext(ctx, func(ctx context.Context) { p.worker(ctx, p.queue) }, time.Second) })
+	}
+	for range processWorkers {
+		running.Go(func() {
+			wait.UntilWithContext(ctx, func(ctx context.Context) { p.worker(ctx, p.procQueue) }, time.Second)
+		})
 	}
 	// Every registered node's heartbeats; AddNode starts later nodes'.
 	p.mu.Lock()
@@ -224,13 +250,14 @@ func (p *Pool) Run(ctx context.Context, workers int) {
 	// A worker in the middle of a sync may still start a process: only
 	// once every worker has returned are all of them known, and stopped.
 	p.queue.ShutDown()
+	p.procQueue.ShutDown()
 	running.Wait()
 	p.stopAllProcesses()
 }
 
-func (p *Pool) worker(ctx context.Context) {
+func (p *Pool) worker(ctx context.Context, queue workqueue.TypedRateLimitingInterface[string]) {
 	for {
-		key, quit := p.queue.Get()
+		key, quit := queue.Get()
 		if quit {
 			return
 		}
@@ -238,15 +265,26 @@ func (p *Pool) worker(ctx context.Context) {
 		switch {
 		case err != nil:
 			p.logger.V(2).Info("Pod sync failed, retrying", "pod", key, "err", err)
-			p.queue.AddRateLimited(key)
+			queue.AddRateLimited(key)
 		case requeue > 0:
-			p.queue.Forget(key)
-			p.queue.AddAfter(key, requeue)
+			queue.Forget(key)
+			queue.AddAfter(key, requeue)
 		default:
-			p.queue.Forget(key)
+			queue.Forget(key)
 		}
-		p.queue.Done(key)
+		queue.Done(key)
 	}
+}
+
+// enqueue adds a pod's key to its queue (see procQueue).
+func (p *Pool) enqueue(key string) {
+	p.mu.Lock()
+	q := p.queue
+	if p.procKeys[key] {
+		q = p.procQueue
+	}
+	p.mu.Unlock()
+	q.Add(key)
 }
 
 func (p *Pool) onPod(obj any) {
@@ -257,11 +295,15 @@ func (p *Pool) onPod(obj any) {
 	if !ok || pod.Spec.NodeName == "" {
 		return
 	}
+	key := pod.Namespace + "/" + pod.Name
 	p.mu.Lock()
 	_, ours := p.nodes[pod.Spec.NodeName]
+	if ours && p.procs.runsProcesses(pod) {
+		p.procKeys[key] = true
+	}
 	p.mu.Unlock()
 	if ours {
-		p.queue.Add(pod.Namespace + "/" + pod.Name)
+		p.enqueue(key)
 	}
 }
 
@@ -334,7 +376,7 @@ func (p *Pool) onNode(obj any) {
 		}
 	}
 	for _, k := range keys {
-		p.queue.Add(k)
+		p.enqueue(k)
 	}
 }
 

@@ -136,7 +136,7 @@ func newProcPod(p *Pool, n *node, pod *corev1.Pod, ip string) *procPod {
 		gid:      podGroup(pod),
 	}
 	key := pod.Namespace + "/" + pod.Name
-	pp.notify = func() { p.queue.Add(key) }
+	pp.notify = func() { p.enqueue(key) }
 	for _, v := range pod.Spec.Volumes {
 		if v.Projected == nil {
 			continue
