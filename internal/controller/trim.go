@@ -428,19 +428,6 @@ func requestsKey(l corev1.ResourceList) string {
 	return b.String()
 }
 
-// trimContainers keeps of each container what its requests are computed
-// from: its resources and, for a sidecar, its restart policy.
-func trimContainers(cs []corev1.Container) []corev1.Container {
-	if len(cs) == 0 {
-		return nil
-	}
-	out := make([]corev1.Container, len(cs))
-	for i := range cs {
-		out[i] = corev1.Container{Name: cs[i].Name, Resources: cs[i].Resources, RestartPolicy: cs[i].RestartPolicy}
-	}
-	return out
-}
-
 // TrimNode is the cache transform of Nodes. It keeps the metadata (with
 // huddle's annotations only), the whole spec (taints, which a fencing
 // patch replaces whole, and cordons) and of the status the Ready
@@ -493,10 +480,13 @@ func workloadMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 		OwnerReferences: m.OwnerReferences}
 }
 
-// trimTemplate keeps what TemplateMounts and TemplateRequests read.
+// trimTemplate keeps what TemplateMounts and TemplateRequests read: the
+// claims it mounts, and what a pod made from it requests as one
+// RequestsContainer, shared with the other templates and pods that
+// request the same (see TrimPod). The requests of a template whose pods
+// mount no claim are never read, but shared they cost next to nothing.
 func trimTemplate(t *corev1.PodTemplateSpec) corev1.PodTemplateSpec {
-	out := corev1.PodTemplateSpec{Spec: corev1.PodSpec{Overhead: t.Spec.Overhead, Resources: t.Spec.Resources,
-		Containers: trimContainers(t.Spec.Containers), InitContainers: trimContainers(t.Spec.InitContainers)}}
+	out := corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: requestsContainer(templatePod(t))}}
 	for _, v := range t.Spec.Volumes {
 		if v.PersistentVolumeClaim != nil {
 			out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: v.PersistentVolumeClaim}})

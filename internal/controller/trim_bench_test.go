@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
@@ -43,6 +44,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 	plain := pod.DeepCopy()
 	plain.Spec.Volumes = slices.DeleteFunc(plain.Spec.Volumes, func(v corev1.Volume) bool { return v.PersistentVolumeClaim != nil })
 	node := realisticNode("n1")
+	owner := realisticOwners("data")[1]
 	for _, tc := range []struct {
 		name      string
 		transform toolscache.TransformFunc
@@ -65,9 +67,17 @@ func BenchmarkCacheMemory(b *testing.B) {
 					p.Spec.NodeName = fmt.Sprintf("n%d", i%nodes)
 					return transformed(b, tc.transform, TrimPod, p)
 				})
+				// A ReplicaSet per template (a Deployment keeps up to 10
+				// old ones too): what the owners of the pods cost.
+				rsBytes := retained(b, templates, func(i int) any {
+					rs := decode[appsv1.ReplicaSet](b, owner, fmt.Sprintf("web-%d", i))
+					rs.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = *resource.NewMilliQuantity(int64(100+i), resource.DecimalSI)
+					return transformed(b, tc.transform, TrimWorkload, rs)
+				})
 				b.ReportMetric(podBytes, "B/pod")
 				b.ReportMetric(plainBytes, "B/plain-pod")
 				b.ReportMetric(nodeBytes, "B/node")
+				b.ReportMetric(rsBytes, "B/replicaset")
 				// The scale benchmark's mix: 5,000 of 20,000 pods in huddles.
 				b.ReportMetric((5000*podBytes+15000*plainBytes+2000*nodeBytes)/(1<<20), "MiB@20k-pods-5k-members-2k-nodes")
 			}

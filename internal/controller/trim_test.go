@@ -409,9 +409,18 @@ func TestTrimNodeKeepsWhatDecisionsRead(t *testing.T) {
 // members and requests from its trimmed copy.
 func TestTrimWorkloadKeepsOwnerDemand(t *testing.T) {
 	tmpl := realisticTemplate("data")
+	// Limits only, overhead and pod-level resources: what the pod
+	// requests is still what the trimmed template says.
+	limited := realisticTemplate("data")
+	limited.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("3"), corev1.ResourceMemory: resource.MustParse("5Gi")}}
+	limited.Spec.Overhead = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")}
+	pooled := realisticTemplate("data")
+	pooled.Spec.Resources = &corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8")}}
 	for _, obj := range append(realisticOwners("data"),
 		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db"}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2), Template: tmpl}},
 		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "backup"}, Spec: batchv1.JobSpec{Parallelism: ptr.To[int32](4), Template: tmpl}},
+		&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "limited"}, Spec: batchv1.JobSpec{Parallelism: ptr.To[int32](2), Template: limited}},
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "pooled"}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), Template: pooled}},
 	) {
 		c := must(TrimWorkload(obj.DeepCopyObject())).(client.Object)
 		for _, claim := range []string{"data", "other"} {
@@ -426,6 +435,9 @@ func TestTrimWorkloadKeepsOwnerDemand(t *testing.T) {
 		}
 		if len(c.GetAnnotations()) != 0 || len(c.GetLabels()) != 0 {
 			t.Errorf("%s: trimmed workload kept labels or annotations", obj.GetName())
+		}
+		if again := must(TrimWorkload(c.DeepCopyObject())); !reflect.DeepEqual(again, c) {
+			t.Errorf("%s: trimming twice changes the workload", obj.GetName())
 		}
 		if whole, cut := jsonSize(t, obj), jsonSize(t, c); cut*5 > whole {
 			t.Errorf("%s: trimmed workload is %d bytes of JSON, whole %d: want at most a fifth", obj.GetName(), cut, whole)

@@ -87,6 +87,12 @@ func replicas(r *int32) int32 {
 // RuntimeClass overhead are added by admission; placement.Demand takes
 // them from the real members' requests.
 func TemplateRequests(t *corev1.PodTemplateSpec) placement.Resources {
+	return Requests(templatePod(t))
+}
+
+// templatePod is a pod made from t as the API server admits it: a
+// container's limits stand in for the requests it does not set.
+func templatePod(t *corev1.PodTemplateSpec) *corev1.Pod {
 	pod := &corev1.Pod{Spec: *t.Spec.DeepCopy()}
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range cs {
@@ -101,5 +107,5 @@ func TemplateRequests(t *corev1.PodTemplateSpec) placement.Resources {
 			}
 		}
 	}
-	return Requests(pod)
+	return pod
 }
