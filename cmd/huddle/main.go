@@ -196,12 +196,11 @@ func run(c runConfig) error {
 		LeaderElectionReleaseOnCancel:       true,
 		LeaderElectionResourceLockInterface: lock,
 		WebhookServer:                       webhook.NewServer(webhook.Options{Host: c.webhookHost, Port: c.webhookPort, CertDir: c.certDir}),
-		// Pods, nodes and their owners are cached trimmed to what huddle
-		// reads; every kind without managedFields.
+		// Pods, nodes, their owners, claims, volumes and attachments are
+		// cached trimmed to what huddle reads; every kind without
+		// managedFields.
 		Cache:            controller.CacheOptions(),
 		PprofBindAddress: c.pprofAddr,
-		// A smaller event correlator cache than client-go's default.
-		EventBroadcaster: controller.NewEventBroadcaster(), //nolint:staticcheck // lives as long as the process
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -220,7 +219,12 @@ func run(c runConfig) error {
 	}
 
 	sc := scope.Scope{ClusterWide: c.clusterWide, NamespaceLabelRequired: c.requireLabel, Excluded: []string{c.namespace}}
-	if err := controller.Setup(ctx, mgr, controller.Options{Scope: sc, MissingClaimGrace: c.missingGrace, MaxCandidates: c.maxCandidates, Workers: c.workers,
+	recorder, stopEvents, err := controller.NewEventRecorder(cfg, scheme)
+	if err != nil {
+		return fmt.Errorf("event recorder: %w", err)
+	}
+	defer stopEvents()
+	if err := controller.Setup(ctx, mgr, controller.Options{Recorder: recorder, Scope: sc, MissingClaimGrace: c.missingGrace, MaxCandidates: c.maxCandidates, Workers: c.workers,
 		EvictionsPerSecond: c.evictionsPerSecond, Failover: c.failover, DetachSync: c.detachSync, MaxMovesPerHour: c.maxMovesPerHour,
 		MoveDeadline: c.moveDeadline, UnschedulableDeadline: c.unschedulableDeadline, RecreatingOwners: c.recreatingOwners}); err != nil {
 		return fmt.Errorf("set up controllers: %w", err)
