@@ -9,6 +9,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -64,7 +65,10 @@ func BenchmarkClaimMemory(b *testing.B) {
 							home := benchNode(i)
 							h.Status.Home, h.Status.Members[0].Node = home, home
 							h.Status.Members[0].Pod = fmt.Sprintf("web-%d", i)
-							h.Status.Conditions[0].Message = fmt.Sprintf("All 1 members run on %s.", home)
+							// Owned by its own claim; messages as status.go
+							// words them.
+							h.OwnerReferences[0].Name, h.OwnerReferences[0].UID = name, types.UID("uid-claim-"+name)
+							h.Status.Conditions[0].Message = fmt.Sprintf("All 1 pods that mount claim %s/%s run on %s.", gatherNS, name, home)
 							h.Status.Conditions[1].Message = fmt.Sprintf("The whole huddle (cpu 500m, memory 1Gi) fits on %s.", home)
 							obj = h
 						}

@@ -63,13 +63,14 @@ func (s *shared[T]) of(key string, build func() []T) []T {
 	if len(v) == 0 {
 		return v
 	}
-	// The entry's key is a copy: the caller's key may be the value
-	// itself (shareString), which the table must not hold.
+	// The entry's key is a copy of its own: the caller's may be part of
+	// a larger allocation (a string of a decoded object), which the
+	// table would otherwise keep.
 	key = strings.Clone(key)
 	first := weak.Make(&v[0])
 	s.byKey[key] = sharedRef[T]{first: first, n: len(v)}
 	runtime.AddCleanup(&v[0], s.forget, sharedGone[T]{key: key, first: first})
-	return v
+	return v[:len(v):len(v)]
 }
 
 // forget drops the entry of a collected copy, unless its key has a newer

@@ -92,25 +92,23 @@ func identityMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 
 // TrimClaim is the cache transform of PersistentVolumeClaims. huddle
 // reads of a claim whether it is opted in (huddle's annotation), its
-// access modes, class and volume, and its identity (a Huddle's owner);
-// the phase is kept for whoever reads the cache. It never writes claims.
-// With --cluster-wide a cluster of 50,000 claims holds all of them, so
-// they are trimmed like pods (BenchmarkClaimMemory).
+// access modes, class and volume, and its identity (a Huddle's owner). It
+// never writes claims. With --cluster-wide a cluster of 50,000 claims
+// holds all of them, so they are trimmed like pods (BenchmarkClaimMemory).
 func TrimClaim(obj any) (any, error) {
 	c, ok := obj.(*corev1.PersistentVolumeClaim)
 	if !ok {
 		return obj, nil
 	}
 	return &corev1.PersistentVolumeClaim{TypeMeta: c.TypeMeta, ObjectMeta: identityMeta(&c.ObjectMeta),
-		Spec:   corev1.PersistentVolumeClaimSpec{AccessModes: shareAccessModes(c.Spec.AccessModes), StorageClassName: c.Spec.StorageClassName, VolumeName: c.Spec.VolumeName},
-		Status: corev1.PersistentVolumeClaimStatus{Phase: corev1.PersistentVolumeClaimPhase(shareString(string(c.Status.Phase)))}}, nil
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: shareAccessModes(c.Spec.AccessModes), StorageClassName: c.Spec.StorageClassName, VolumeName: c.Spec.VolumeName}}, nil
 }
 
 // TrimVolume is the cache transform of PersistentVolumes. huddle reads of
 // a volume its access modes, its source's type (and a CSI volume's
 // driver), where it may attach (node affinity, whole) and its claim;
-// capacity, the CSI volume's handle and attributes, mount options and
-// labels are dropped. The volumes of a zone share one node affinity. It
+// capacity, class, phase, the CSI volume's handle and attributes, mount
+// options and labels are dropped. The volumes of a zone share one node affinity. It
 // never writes volumes.
 func TrimVolume(obj any) (any, error) {
 	v, ok := obj.(*corev1.PersistentVolume)
@@ -119,8 +117,7 @@ func TrimVolume(obj any) (any, error) {
 	}
 	out := &corev1.PersistentVolume{TypeMeta: v.TypeMeta, ObjectMeta: identityMeta(&v.ObjectMeta),
 		Spec: corev1.PersistentVolumeSpec{AccessModes: shareAccessModes(v.Spec.AccessModes), PersistentVolumeSource: v.Spec.PersistentVolumeSource,
-			NodeAffinity: shareVolumeAffinity(v.Spec.NodeAffinity), StorageClassName: shareString(v.Spec.StorageClassName)},
-		Status: corev1.PersistentVolumeStatus{Phase: corev1.PersistentVolumePhase(shareString(string(v.Status.Phase)))}}
+			NodeAffinity: shareVolumeAffinity(v.Spec.NodeAffinity)}}
 	if csi := v.Spec.CSI; csi != nil {
 		// Which driver attaches it decides whether it is shared.
 		out.Spec.CSI = &corev1.CSIPersistentVolumeSource{Driver: shareString(csi.Driver)}
@@ -133,9 +130,11 @@ func TrimVolume(obj any) (any, error) {
 
 // ShareHuddle is the cache transform of Huddles. It keeps all of a Huddle
 // but its managedFields: huddle updates Huddles whole. What Huddles
-// repeat is shared (see shared): the home and members' nodes, the
-// phases, and the conditions' types, reasons and the messages many say
-// alike ("The huddle is not moving.").
+// repeat is shared (see shared): the namespace, the home and members'
+// nodes, the phases, and the conditions' types, reasons and messages,
+// but for the Huddled condition's message, which names the claim. Its
+// owner, the claim, is its own, and sharing a value only one object holds
+// costs more than it saves.
 func ShareHuddle(obj any) (any, error) {
 	h, ok := obj.(*huddlev1.Huddle)
 	if !ok {
@@ -143,7 +142,6 @@ func ShareHuddle(obj any) (any, error) {
 	}
 	h.ManagedFields = nil
 	h.Namespace = shareString(h.Namespace)
-	h.OwnerReferences = shareOwners(h.OwnerReferences)
 	st := &h.Status
 	st.Home, st.Phase = shareString(st.Home), huddlev1.Phase(shareString(string(st.Phase)))
 	for i := range st.Members {
@@ -152,7 +150,10 @@ func ShareHuddle(obj any) (any, error) {
 	}
 	for i := range st.Conditions {
 		c := &st.Conditions[i]
-		c.Type, c.Status, c.Reason, c.Message = shareString(c.Type), metav1.ConditionStatus(shareString(string(c.Status))), shareString(c.Reason), shareString(c.Message)
+		c.Type, c.Status, c.Reason = shareString(c.Type), metav1.ConditionStatus(shareString(string(c.Status))), shareString(c.Reason)
+		if c.Type != huddlev1.ConditionHuddled {
+			c.Message = shareString(c.Message)
+		}
 	}
 	return h, nil
 }
@@ -261,30 +262,22 @@ func trimPlainPod(p *corev1.Pod) *corev1.Pod {
 // template is read at admission only). The members of a huddle mount the
 // same claims, so they share one list (see shared).
 func claimVolumes(vs []corev1.Volume) []corev1.Volume {
+	var out []corev1.Volume
 	var key []byte
 	for _, v := range vs {
 		switch {
 		case v.PersistentVolumeClaim != nil:
+			out = append(out, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: v.PersistentVolumeClaim}})
 			key = fmt.Appendf(key, "%q pvc %q %t;", v.Name, v.PersistentVolumeClaim.ClaimName, v.PersistentVolumeClaim.ReadOnly)
 		case v.Ephemeral != nil:
+			out = append(out, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{}}})
 			key = fmt.Appendf(key, "%q ephemeral;", v.Name)
 		}
 	}
-	if key == nil {
+	if out == nil {
 		return nil
 	}
-	return claimVolumeLists.of(string(key), func() []corev1.Volume {
-		var out []corev1.Volume
-		for _, v := range vs {
-			switch {
-			case v.PersistentVolumeClaim != nil:
-				out = append(out, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: v.PersistentVolumeClaim}})
-			case v.Ephemeral != nil:
-				out = append(out, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{}}})
-			}
-		}
-		return out
-	})
+	return claimVolumeLists.of(string(key), func() []corev1.Volume { return out })
 }
 
 var (
@@ -298,27 +291,28 @@ var (
 // same two, the API server's default tolerations of not-ready and
 // unreachable nodes.
 func shareTolerations(ts []corev1.Toleration) []corev1.Toleration {
-	if len(ts) == 0 {
-		return ts
-	}
-	key := protoKey(ts)
-	if key == "" {
-		return ts
-	}
-	return tolerationLists.of(key, func() []corev1.Toleration { return slices.Clone(ts) })
+	return shareList(tolerationLists, ts)
 }
 
 // shareOwners returns refs, shared (see shared): the pods of one
 // ReplicaSet, StatefulSet or Job have the same owner.
 func shareOwners(refs []metav1.OwnerReference) []metav1.OwnerReference {
-	if len(refs) == 0 {
-		return refs
+	return shareList(ownerLists, refs)
+}
+
+// shareList returns items from table, keyed by their encoding (protoKey).
+func shareList[T any, P interface {
+	*T
+	Marshal() ([]byte, error)
+}](table *shared[T], items []T) []T {
+	if len(items) == 0 {
+		return items
 	}
-	key := protoKey(refs)
+	key := protoKey[T, P](items)
 	if key == "" {
-		return refs
+		return items
 	}
-	return ownerLists.of(key, func() []metav1.OwnerReference { return slices.Clone(refs) })
+	return table.of(key, func() []T { return slices.Clone(items) })
 }
 
 // requiredNodeAffinity keeps of a pod's affinity its required node
@@ -346,7 +340,8 @@ var (
 )
 
 // shareAccessModes returns ms, shared (see shared): almost every claim
-// and volume has the same one.
+// and volume has the same one. The key is ms printed: the four modes the
+// API server accepts have no spaces, so different lists print apart.
 func shareAccessModes(ms []corev1.PersistentVolumeAccessMode) []corev1.PersistentVolumeAccessMode {
 	if len(ms) == 0 {
 		return ms

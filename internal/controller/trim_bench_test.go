@@ -58,6 +58,12 @@ func BenchmarkCacheMemory(b *testing.B) {
 					p := fromTemplate(decode[corev1.Pod](b, pod, fmt.Sprintf("web-%d", i)), i)
 					return transformed(b, tc.transform, TrimPod, inHuddle(p, i/groupSize, nodes))
 				})
+				// Each in a huddle of its own (a StatefulSet's pods,
+				// each with its claim): nothing of the claim to share.
+				aloneBytes := retained(b, pods, func(i int) any {
+					p := fromTemplate(decode[corev1.Pod](b, pod, fmt.Sprintf("db-%d", i)), i)
+					return transformed(b, tc.transform, TrimPod, inHuddle(p, i, nodes))
+				})
 				nodeBytes := retained(b, nodes, func(i int) any {
 					n := decode[corev1.Node](b, node, fmt.Sprintf("n%d", i))
 					return transformed(b, tc.transform, TrimNode, n)
@@ -75,6 +81,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 					return transformed(b, tc.transform, TrimWorkload, rs)
 				})
 				b.ReportMetric(podBytes, "B/pod")
+				b.ReportMetric(aloneBytes, "B/pod-alone")
 				b.ReportMetric(plainBytes, "B/plain-pod")
 				b.ReportMetric(nodeBytes, "B/node")
 				b.ReportMetric(rsBytes, "B/replicaset")

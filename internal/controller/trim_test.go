@@ -16,8 +16,10 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/record"
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
+	huddlev1 "github.com/huddle-io/huddle/api/v1alpha1"
 	"github.com/huddle-io/huddle/internal/placement"
 	"github.com/huddle-io/huddle/internal/scope"
 )
@@ -36,24 +39,20 @@ import (
 // trimmed replaces obj in place with what the informer cache holds of it
 // under CacheOptions' transforms.
 func trimmed(obj any) {
-	var t func(any) (any, error)
-	switch obj.(type) {
-	case *corev1.Pod:
-		t = TrimPod
-	case *corev1.Node:
-		t = TrimNode
-	case *appsv1.Deployment, *appsv1.ReplicaSet, *appsv1.StatefulSet, *batchv1.Job:
-		t = TrimWorkload
-	default:
-		return
+	opts := CacheOptions()
+	t := opts.DefaultTransform
+	for kind, by := range opts.ByObject {
+		if reflect.TypeOf(kind) == reflect.TypeOf(obj) {
+			t = by.Transform
+		}
 	}
 	out, _ := t(obj)
 	reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(out).Elem())
 }
 
 // trimmedReads makes a fake client read as huddle's cache does: what it
-// returns of pods, nodes and workloads is trimmed, while it stores (and
-// writes land on) the whole objects, as on the API server.
+// returns is trimmed, while it stores (and writes land on) the whole
+// objects, as on the API server.
 func trimmedReads() interceptor.Funcs {
 	return interceptor.Funcs{
 		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -67,17 +66,10 @@ func trimmedReads() interceptor.Funcs {
 			if err := c.List(ctx, list, opts...); err != nil {
 				return err
 			}
-			switch l := list.(type) {
-			case *corev1.PodList:
-				for i := range l.Items {
-					trimmed(&l.Items[i])
-				}
-			case *corev1.NodeList:
-				for i := range l.Items {
-					trimmed(&l.Items[i])
-				}
-			}
-			return nil
+			return apimeta.EachListItem(list, func(o k8sruntime.Object) error {
+				trimmed(o)
+				return nil
+			})
 		},
 	}
 }
@@ -635,6 +627,34 @@ func TestTrimmedMembersShareWhatTheyRepeat(t *testing.T) {
 	a, wantA := member("a", "n1")
 	b, _ := member("b", "n1")
 	c, wantC := member("c", "n2")
+	// Members that differ from a in one field each: another claim, the
+	// claim read-only, a shorter toleration of unreachable nodes.
+	d, wantD := member("d", "n1")
+	d = must(TrimPod(roundTrip(t, func() *corev1.Pod {
+		p := wantD
+		for _, v := range p.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil {
+				v.PersistentVolumeClaim.ClaimName = "other"
+			}
+		}
+		return p
+	}()))).(*corev1.Pod)
+	e, wantE := member("e", "n1")
+	e = must(TrimPod(roundTrip(t, func() *corev1.Pod {
+		p := wantE
+		for _, v := range p.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil {
+				v.PersistentVolumeClaim.ReadOnly = true
+			}
+		}
+		return p
+	}()))).(*corev1.Pod)
+	f, wantF := member("f", "n1")
+	f = must(TrimPod(roundTrip(t, func() *corev1.Pod {
+		p := wantF
+		p.Spec.Tolerations[len(p.Spec.Tolerations)-1].TolerationSeconds = ptr.To[int64](30)
+		return p
+	}()))).(*corev1.Pod)
 	if &a.Spec.Volumes[0] != &b.Spec.Volumes[0] || &a.OwnerReferences[0] != &b.OwnerReferences[0] || &a.Spec.Tolerations[0] != &b.Spec.Tolerations[0] {
 		t.Errorf("members with the same claims, owner and tolerations hold their own copies")
 	}
@@ -649,14 +669,26 @@ func TestTrimmedMembersShareWhatTheyRepeat(t *testing.T) {
 			t.Errorf("%q is held twice", s[0])
 		}
 	}
-	for _, tc := range []struct{ got, want *corev1.Pod }{{a, wantA}, {c, wantC}} {
+	for _, tc := range []struct{ got, want *corev1.Pod }{{a, wantA}, {c, wantC}, {d, wantD}, {e, wantE}, {f, wantF}} {
 		w := tc.want
 		if !reflect.DeepEqual(tc.got.Spec.Affinity.NodeAffinity, &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: w.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution}) ||
 			!reflect.DeepEqual(tc.got.Spec.Tolerations, w.Spec.Tolerations) || !reflect.DeepEqual(tc.got.OwnerReferences, w.OwnerReferences) ||
-			!reflect.DeepEqual(tc.got.Labels, w.Labels) || tc.got.Spec.NodeName != w.Spec.NodeName || tc.got.Namespace != w.Namespace {
+			!reflect.DeepEqual(tc.got.Labels, w.Labels) || tc.got.Spec.NodeName != w.Spec.NodeName || tc.got.Namespace != w.Namespace ||
+			!reflect.DeepEqual(pvcSources(tc.got), pvcSources(w)) {
 			t.Errorf("%s reads differently through the shared copies: %+v", w.Name, tc.got)
 		}
 	}
+}
+
+// pvcSources are p's claim volumes by name.
+func pvcSources(p *corev1.Pod) map[string]corev1.PersistentVolumeClaimVolumeSource {
+	out := map[string]corev1.PersistentVolumeClaimVolumeSource{}
+	for _, v := range p.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			out[v.Name] = *v.PersistentVolumeClaim
+		}
+	}
+	return out
 }
 
 // roundTrip returns a copy of p decoded from its protobuf encoding.
@@ -673,9 +705,9 @@ func roundTrip(t *testing.T, p *corev1.Pod) *corev1.Pod {
 // the volume's claim and the attachments' nodes read the same through
 // the trimmed cache; a Huddle is whole but for its managedFields.
 func TestTrimClaimsVolumesAttachmentsKeepWhatDecisionsRead(t *testing.T) {
-	trimmed := func(trim func(any) (any, error), obj any) any {
-		out := must(trim(obj))
-		if again := must(trim(out)); !reflect.DeepEqual(again, out) {
+	trimmed := func(trim func(any) (any, error), obj k8sruntime.Object) any {
+		out := must(trim(obj)).(k8sruntime.Object)
+		if again := must(trim(out.DeepCopyObject())); !reflect.DeepEqual(again, out) {
 			t.Errorf("trimming twice changes a %T", obj)
 		}
 		return out
@@ -698,7 +730,7 @@ func TestTrimClaimsVolumesAttachmentsKeepWhatDecisionsRead(t *testing.T) {
 			}
 		}
 		if c.Name != claim.Name || c.Namespace != claim.Namespace || c.UID != claim.UID || c.Spec.VolumeName != claim.Spec.VolumeName ||
-			*c.Spec.StorageClassName != *claim.Spec.StorageClassName || c.Status.Phase != claim.Status.Phase {
+			*c.Spec.StorageClassName != *claim.Spec.StorageClassName {
 			t.Errorf("lost what gathering reads of a claim: %+v", c)
 		}
 		for _, pv := range []*corev1.PersistentVolume{nil, realisticVolume(), inTree, nfs, rwxVolume} {
@@ -737,9 +769,31 @@ func TestTrimClaimsVolumesAttachmentsKeepWhatDecisionsRead(t *testing.T) {
 		t.Errorf("kept what is never read of an attachment: %+v", a)
 	}
 	h := realisticHuddle()
-	got := trimmed(ShareHuddle, h.DeepCopy())
+	got := trimmed(ShareHuddle, h.DeepCopy()).(*huddlev1.Huddle)
 	h.ManagedFields = nil
 	if !reflect.DeepEqual(got, h) {
 		t.Errorf("a Huddle changed in the cache (huddle updates them whole):\n got %+v\nwant %+v", got, h)
 	}
+	// Two Huddles at one home share its name and what they say alike,
+	// not what names their claim.
+	other := must(ShareHuddle(decodeHuddle(t, realisticHuddle()))).(*huddlev1.Huddle)
+	got = must(ShareHuddle(decodeHuddle(t, realisticHuddle()))).(*huddlev1.Huddle)
+	if unsafe.StringData(got.Status.Home) != unsafe.StringData(other.Status.Home) ||
+		unsafe.StringData(got.Status.Conditions[2].Message) != unsafe.StringData(other.Status.Conditions[2].Message) {
+		t.Errorf("two Huddles at one home hold their own copies of its name and of the Moving condition's message")
+	}
+	if unsafe.StringData(got.Status.Conditions[0].Message) == unsafe.StringData(other.Status.Conditions[0].Message) {
+		t.Errorf("the Huddled condition's message, which names the claim, is shared")
+	}
+}
+
+// decodeHuddle returns a copy of h decoded from JSON, as from the wire:
+// no two copies share memory.
+func decodeHuddle(t *testing.T, h *huddlev1.Huddle) *huddlev1.Huddle {
+	t.Helper()
+	out := &huddlev1.Huddle{}
+	if err := json.Unmarshal(must(json.Marshal(h)), out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
