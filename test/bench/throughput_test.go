@@ -167,13 +167,8 @@ func runArm(b *testing.B, env *simtest.Env, w *runningWatch, arm string, groups 
 		groupOf[fmt.Sprintf("%s-g%d", prefix, g)] = grp
 	}
 	b.StartTimer()
-	created := map[string]time.Time{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	tick := time.NewTicker(time.Duration(float64(time.Second) / *tpRate))
-	start := time.Now()
-	for _, p := range plans {
-		<-tick.C
+	pods := make([]*corev1.Pod, len(plans))
+	for i, p := range plans {
 		pod := env.Pod(p.name, p.claim)
 		pod.Labels["group"] = p.group
 		if arm == "workaround" && p.anchor == "" {
@@ -189,20 +184,10 @@ func runArm(b *testing.B, env *simtest.Env, w *runningWatch, arm string, groups 
 				}},
 			}}
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			at := time.Now()
-			if _, err := env.Client.CoreV1().Pods(env.Namespace).Create(env.Ctx, pod, metav1.CreateOptions{}); err != nil {
-				b.Errorf("create pod %s: %v", pod.Name, err)
-			}
-			mu.Lock()
-			created[pod.Name] = at
-			mu.Unlock()
-		}()
+		pods[i] = pod
 	}
-	tick.Stop()
-	wg.Wait()
+	start := time.Now()
+	created := env.CreatePaced(pods, *tpRate)
 	// Wait for every pod to run, or until none has started for
 	// tpQuiet: the rest hung.
 	names := make([]string, len(plans))

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -259,4 +261,30 @@ func (e *Env) Huddle(claim string) (*huddlev1.Huddle, error) {
 	h := &huddlev1.Huddle{}
 	err := e.Typed.Get(e.Ctx, client.ObjectKey{Namespace: e.Namespace, Name: claim}, h)
 	return h, err
+}
+
+// CreatePaced creates pods at rate per second, each in a request of its
+// own sent on its tick whatever the earlier ones wait for, as a burst of
+// controllers would; it returns once all are answered, with when each
+// was sent. A create that fails fails the test.
+func (e *Env) CreatePaced(pods []*corev1.Pod, rate float64) map[string]time.Time {
+	sent := make(map[string]time.Time, len(pods))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	for _, pod := range pods {
+		<-tick.C
+		wg.Go(func() {
+			at := time.Now()
+			if _, err := e.Client.CoreV1().Pods(e.Namespace).Create(e.Ctx, pod, metav1.CreateOptions{}); err != nil {
+				e.T.Errorf("create pod %s: %v", pod.Name, err)
+			}
+			mu.Lock()
+			sent[pod.Name] = at
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return sent
 }

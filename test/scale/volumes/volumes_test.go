@@ -73,28 +73,12 @@ func BenchmarkVolumeThroughput(b *testing.B) {
 		}
 		createClaims(b, env, names)
 
-		created := map[string]time.Time{}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		tick := time.NewTicker(time.Duration(float64(time.Second) / *rate))
-		burst := time.Now()
-		for _, name := range names {
-			<-tick.C
-			pod := env.Pod(name, name)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				at := time.Now()
-				if _, err := env.Client.CoreV1().Pods(env.Namespace).Create(env.Ctx, pod, metav1.CreateOptions{}); err != nil {
-					b.Errorf("create pod %s: %v", pod.Name, err)
-				}
-				mu.Lock()
-				created[pod.Name] = at
-				mu.Unlock()
-			}()
+		pods := make([]*corev1.Pod, len(names))
+		for i, name := range names {
+			pods[i] = env.Pod(name, name)
 		}
-		tick.Stop()
-		wg.Wait()
+		burst := time.Now()
+		created := env.CreatePaced(pods, *rate)
 		b.Logf("%d pods created in %s", len(names), time.Since(burst).Round(time.Millisecond))
 
 		last, lastCount := time.Now(), -1
