@@ -27,7 +27,8 @@ const eventCacheSize = 512
 // with the events also logged at V(1), but with a smaller correlator
 // cache (eventCacheSize). The manager's own option for this
 // (EventBroadcaster, deprecated) hands one broadcaster to two recorder
-// providers, which then both send every event.
+// providers; once both have started (the manager's at shutdown, at the
+// latest) every event is sent twice.
 func NewEventRecorder(cfg *rest.Config, scheme *runtime.Scheme) (record.EventRecorder, func(), error) {
 	cs, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(cfg), "events"))
 	if err != nil {

@@ -193,6 +193,15 @@ func TestTemplateRequests(t *testing.T) {
 	if tmpl.Spec.Containers[0].Resources.Requests != nil {
 		t.Fatal("TemplateRequests changed the template")
 	}
+	// Pod-level resources: the pod's limit stands for its missing
+	// request, which is what the scheduler counts.
+	tmpl.Spec.Resources = &corev1.ResourceRequirements{Limits: res("4")}
+	if got := TemplateRequests(tmpl); got.MilliCPU != 4000 {
+		t.Fatalf("got %dm CPU, want the pod-level limit's 4000m", got.MilliCPU)
+	}
+	if tmpl.Spec.Resources.Requests != nil {
+		t.Fatal("TemplateRequests changed the template's pod-level resources")
+	}
 }
 
 // TestAllowedTopologies: a claim not bound yet goes where its

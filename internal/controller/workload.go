@@ -90,22 +90,30 @@ func TemplateRequests(t *corev1.PodTemplateSpec) placement.Resources {
 	return Requests(templatePod(t))
 }
 
-// templatePod is a pod made from t as the API server admits it: a
-// container's limits stand in for the requests it does not set.
+// templatePod is a pod made from t as the API server admits it: the
+// limits of a container, and the pod's own (pod-level resources), stand
+// in for the requests they do not set.
 func templatePod(t *corev1.PodTemplateSpec) *corev1.Pod {
 	pod := &corev1.Pod{Spec: *t.Spec.DeepCopy()}
 	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range cs {
-			c := &cs[i]
-			for name, q := range c.Resources.Limits {
-				if _, ok := c.Resources.Requests[name]; !ok {
-					if c.Resources.Requests == nil {
-						c.Resources.Requests = corev1.ResourceList{}
-					}
-					c.Resources.Requests[name] = q
-				}
-			}
+			limitsAsRequests(&cs[i].Resources)
 		}
 	}
+	if pod.Spec.Resources != nil {
+		limitsAsRequests(pod.Spec.Resources)
+	}
 	return pod
+}
+
+// limitsAsRequests sets each limit of r as its request where r has none.
+func limitsAsRequests(r *corev1.ResourceRequirements) {
+	for name, q := range r.Limits {
+		if _, ok := r.Requests[name]; !ok {
+			if r.Requests == nil {
+				r.Requests = corev1.ResourceList{}
+			}
+			r.Requests[name] = q
+		}
+	}
 }

@@ -49,9 +49,11 @@ type Pool struct {
 
 	mu    sync.Mutex
 	nodes map[string]*node
-	// procKeys are the keys of pods seen running processes; a key stays
-	// in its queue for good, so no two workers sync one pod at once.
+	// procKeys are the keys of pods seen running processes: such a key
+	// goes to procQueue for good. syncing are the keys being synced: a
+	// key that moves queues is never synced by two workers at once.
 	procKeys map[string]bool
+	syncing  map[string]bool
 	nextIP   int
 	podIPs   int
 	// runCtx is Run's context once it runs: nodes added from then on
@@ -131,6 +133,7 @@ func New(cfg *rest.Config, factory informers.SharedInformerFactory, profile timi
 		procQueue:   newPodQueue("sim-kubelet-processes"),
 		nodes:       map[string]*node{},
 		procKeys:    map[string]bool{},
+		syncing:     map[string]bool{},
 	}
 	_, _ = factory.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    p.onPod,
@@ -200,7 +203,8 @@ func (p *Pool) Nodes() []string {
 }
 
 // RunProcesses makes the kubelets run containers of ps.Images as real
-// processes. Call it before Run.
+// processes. Call it before the informer factory starts: pods are sorted
+// into their queues from its first events.
 func (p *Pool) RunProcesses(ps *Processes) { p.procs = ps }
 
 // RunsProcesses says whether pod's containers run as processes in a
@@ -261,7 +265,24 @@ func (p *Pool) worker(ctx context.Context, queue workqueue.TypedRateLimitingInte
 		if quit {
 			return
 		}
+		if own := p.queueOf(key); own != queue {
+			// A process pod's key that reached the shared queue before
+			// onPod saw the pod (a node powered on lists its pods): its
+			// own workers sync it.
+			queue.Forget(key)
+			queue.Done(key)
+			own.Add(key)
+			continue
+		}
+		if !p.startSync(key) {
+			// The other queue's worker syncs it (its key has just moved
+			// queues): never two syncs of one pod at once.
+			queue.Done(key)
+			queue.AddAfter(key, 100*time.Millisecond)
+			continue
+		}
 		requeue, err := p.syncPod(ctx, key)
+		p.endSync(key)
 		switch {
 		case err != nil:
 			p.logger.V(2).Info("Pod sync failed, retrying", "pod", key, "err", err)
@@ -276,15 +297,48 @@ func (p *Pool) worker(ctx context.Context, queue workqueue.TypedRateLimitingInte
 	}
 }
 
-// enqueue adds a pod's key to its queue (see procQueue).
-func (p *Pool) enqueue(key string) {
+// startSync marks key as being synced, unless it is already.
+func (p *Pool) startSync(key string) bool {
 	p.mu.Lock()
-	q := p.queue
-	if p.procKeys[key] {
-		q = p.procQueue
+	defer p.mu.Unlock()
+	if p.syncing[key] {
+		return false
 	}
-	p.mu.Unlock()
-	q.Add(key)
+	p.syncing[key] = true
+	return true
+}
+
+func (p *Pool) endSync(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.syncing, key)
+}
+
+// queueOf is the queue of a pod's key (see procQueue).
+func (p *Pool) queueOf(key string) workqueue.TypedRateLimitingInterface[string] {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.procKeys[key] {
+		return p.procQueue
+	}
+	return p.queue
+}
+
+// enqueue adds a pod's key to its queue.
+func (p *Pool) enqueue(key string) {
+	p.queueOf(key).Add(key)
+}
+
+// enqueuePod adds pod's key to its queue, the process pods' if its
+// containers run as processes.
+func (p *Pool) enqueuePod(pod *corev1.Pod) {
+	key := pod.Namespace + "/" + pod.Name
+	if p.procs.runsProcesses(pod) {
+		p.mu.Lock()
+		p.procKeys[key] = true
+		p.mu.Unlock()
+	}
+	p.enqueue(key)
 }
 
 func (p *Pool) onPod(obj any) {
@@ -295,15 +349,11 @@ func (p *Pool) onPod(obj any) {
 	if !ok || pod.Spec.NodeName == "" {
 		return
 	}
-	key := pod.Namespace + "/" + pod.Name
 	p.mu.Lock()
 	_, ours := p.nodes[pod.Spec.NodeName]
-	if ours && p.procs.runsProcesses(pod) {
-		p.procKeys[key] = true
-	}
 	p.mu.Unlock()
 	if ours {
-		p.enqueue(key)
+		p.enqueuePod(pod)
 	}
 }
 
@@ -370,8 +420,9 @@ func (p *Pool) onNode(obj any) {
 		}()
 		pods, _ := p.pods.List(labelsEverything)
 		for _, pod := range pods {
-			if pod.Spec.NodeName == n.spec.Name && !slices.Contains(keys, pod.Namespace+"/"+pod.Name) {
-				keys = append(keys, pod.Namespace+"/"+pod.Name)
+			if pod.Spec.NodeName == n.spec.Name {
+				keys = slices.DeleteFunc(keys, func(k string) bool { return k == pod.Namespace+"/"+pod.Name })
+				p.enqueuePod(pod)
 			}
 		}
 	}

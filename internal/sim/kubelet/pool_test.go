@@ -1,7 +1,9 @@
 package kubelet
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +19,7 @@ func TestProcessPodsHaveTheirOwnQueue(t *testing.T) {
 		queue: newPodQueue("test"), procQueue: newPodQueue("test-processes"),
 		nodes:    map[string]*node{"n1": {}},
 		procKeys: map[string]bool{},
+		syncing:  map[string]bool{},
 		procs:    &Processes{Images: map[string]Image{"ghcr.io/huddle-io/huddle": {Binary: "/bin/huddle"}}},
 	}
 	defer p.queue.ShutDown()
@@ -43,5 +46,29 @@ func TestProcessPodsHaveTheirOwnQueue(t *testing.T) {
 	p.onPod(cache.DeletedFinalStateUnknown{Key: "ns/huddle", Obj: huddle})
 	if p.procQueue.Len() != 1 || p.queue.Len() != 1 {
 		t.Errorf("an exit or the deletion of the huddle pod queued it with the simulated pods: %d / %d", p.procQueue.Len(), p.queue.Len())
+	}
+}
+
+// A process pod's key that reached the shared queue first (a node powered
+// on enqueues what it lists before onPod has seen the pod) is handed to
+// the process queue, not synced there.
+func TestProcessPodKeyLeavesTheSharedQueue(t *testing.T) {
+	p := &Pool{queue: newPodQueue("test"), procQueue: newPodQueue("test-processes"),
+		procKeys: map[string]bool{"ns/huddle": true}, syncing: map[string]bool{}}
+	defer p.procQueue.ShutDown()
+	p.queue.Add("ns/huddle")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.worker(context.Background(), p.queue) // syncPod would panic: the pool has no listers
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.procQueue.Len() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	p.queue.ShutDown()
+	<-done
+	if p.procQueue.Len() != 1 || p.queue.Len() != 0 {
+		t.Errorf("process queue %d, shared queue %d: want the key handed over", p.procQueue.Len(), p.queue.Len())
 	}
 }
