@@ -80,8 +80,7 @@ func homeless(o client.Object) []string {
 
 // Options configure the controllers.
 type Options struct {
-	// Recorder records the controllers' events (NewEventRecorder); nil:
-	// the manager's.
+	// Recorder records the controllers' events (NewEventRecorder).
 	Recorder          record.EventRecorder
 	Scope             scope.Scope
 	MissingClaimGrace time.Duration
@@ -123,7 +122,7 @@ func minMoveInterval(perHour int) time.Duration {
 
 // newKeeper makes the repair controller's reconciler from the options.
 func newKeeper(c client.Client, g *Gatherer, rec record.EventRecorder, clk clock.Clock, o Options) *Keeper {
-	return &Keeper{Client: c, Gatherer: g, Recorder: rec, Clock: clk,
+	return &Keeper{Client: c, Gatherer: g, Recorder: o.Recorder, Clock: clk,
 		Evictions: rate.NewLimiter(rate.Limit(o.EvictionsPerSecond), max(1, int(o.EvictionsPerSecond*2))),
 		PerHuddle: func() *rate.Limiter {
 			return rate.NewLimiter(rate.Every(perHuddleEvictionEvery), perHuddleEvictionBurst)
@@ -143,10 +142,6 @@ const (
 
 // Setup registers the indexes, the cluster tracker and both controllers.
 func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
-	rec := o.Recorder
-	if rec == nil {
-		rec = mgr.GetEventRecorderFor("huddle")
-	}
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &corev1.Pod{}, IndexPodClaims, PodClaimKeys); err != nil {
 		return err
@@ -210,7 +205,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	workers := max(o.Workers, 1)
 	m := &mapper{reader: mgr.GetClient()}
 
-	placer := &Placer{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Gatherer: g, Recorder: rec, Clock: clk,
+	placer := &Placer{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Gatherer: g, Recorder: o.Recorder, Clock: clk,
 		MissingClaimGrace: o.MissingClaimGrace, MaxCandidates: o.MaxCandidates}
 	err = ctrl.NewControllerManagedBy(mgr).Named("placement").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.gatedPeers)).
@@ -224,7 +219,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return err
 	}
-	keeper := newKeeper(mgr.GetClient(), g, rec, clk, o)
+	keeper := newKeeper(mgr.GetClient(), g, o.Recorder, clk, o)
 	err = ctrl.NewControllerManagedBy(mgr).Named("repair").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.claimsOfPod)).
 		Watches(&huddlev1.Huddle{}, &handler.EnqueueRequestForObject{}).
@@ -244,7 +239,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 		if err := idx.IndexField(ctx, &huddlev1.Huddle{}, indexStaleNode, staleNode); err != nil {
 			return err
 		}
-		fencer := &Fencer{Client: mgr.GetClient(), Recorder: rec, Clock: clk, DetachSync: o.DetachSync}
+		fencer := &Fencer{Client: mgr.GetClient(), Recorder: o.Recorder, Clock: clk, DetachSync: o.DetachSync}
 		// Every replica records Node deletions as its cache sees them, not
 		// only the leader's controller, in memory and on the Huddles
 		// (RecordDeleted): a Node deleted while no replica leads (the
@@ -282,7 +277,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 			return err
 		}
 	}
-	status := &Status{Client: mgr.GetClient(), Gatherer: g, Recorder: rec, MaxCandidates: o.MaxCandidates, Clock: clk}
+	status := &Status{Client: mgr.GetClient(), Gatherer: g, Recorder: o.Recorder, MaxCandidates: o.MaxCandidates, Clock: clk}
 	return ctrl.NewControllerManagedBy(mgr).Named("huddle-status").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(m.claimsOfPod)).
 		Watches(&corev1.PersistentVolumeClaim{}, &handler.EnqueueRequestForObject{}).

@@ -84,7 +84,8 @@ func (s *shared[T]) forget(g sharedGone[T]) {
 }
 
 // sharedStrings are the strings that cached objects repeat: namespaces,
-// node names, label keys and values, owners, claim names.
+// node names, label keys and values, phases, attachers and the
+// conditions of Huddles.
 var sharedStrings = newShared[byte]()
 
 // shareString returns the shared copy of s (see shared): each copy a
