@@ -122,7 +122,7 @@ func minMoveInterval(perHour int) time.Duration {
 
 // newKeeper makes the repair controller's reconciler from the options.
 func newKeeper(c client.Client, g *Gatherer, rec record.EventRecorder, clk clock.Clock, o Options) *Keeper {
-	return &Keeper{Client: c, Gatherer: g, Recorder: o.Recorder, Clock: clk,
+	return &Keeper{Client: c, Gatherer: g, Recorder: rec, Clock: clk,
 		Evictions: rate.NewLimiter(rate.Limit(o.EvictionsPerSecond), max(1, int(o.EvictionsPerSecond*2))),
 		PerHuddle: func() *rate.Limiter {
 			return rate.NewLimiter(rate.Every(perHuddleEvictionEvery), perHuddleEvictionBurst)
